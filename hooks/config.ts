@@ -1,0 +1,152 @@
+// Hook configuration, read once from the environment at start. Every check names the variable,
+// because a bad setting must stop the server before it can shape a single child.
+
+export interface Config {
+  port: number;
+  host: string;
+  coreEtcdEndpoints: string[];
+  proxyNamespace: string;
+  coreCaConfigMap: string;
+  coreClientSecret: string;
+  tenantPrefixRoot: string;
+  etcdImage: string;
+  clusterDomain: string;
+  logLevel: LogLevel;
+  bodyLimitBytes: number;
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const DEFAULTS = {
+  PORT: "8080",
+  HOST: "0.0.0.0",
+  PROXY_NAMESPACE: "kube-apiserver-storage",
+  CORE_CA_CONFIGMAP: "etcd-coreserving-ca",
+  CORE_CLIENT_SECRET: "etcd-coreserving-cert",
+  TENANT_PREFIX_ROOT: "/etcdstorage/",
+  ETCD_IMAGE: "registry.k8s.io/etcd:3.6.14-0",
+  CLUSTER_DOMAIN: "cluster.local",
+  LOG_LEVEL: "info",
+  BODY_LIMIT_BYTES: String(8 * 1024 * 1024),
+} as const;
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    problem: string,
+  ) {
+    super(`${variable}: ${problem}`);
+    this.name = "ConfigError";
+  }
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+// The cluster's own keys live under /registry/; a tenant root must be disjoint from it.
+const KUBERNETES_ROOT = "/registry/";
+// etcd releases with the grpc-proxy and security fixes this project relies on.
+const MINIMUM_ETCD = { "3.5": 33, "3.6": 14 } as const;
+
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const read = (name: keyof typeof DEFAULTS) => env[name]?.trim() || DEFAULTS[name];
+  return {
+    port: parsePort(read("PORT")),
+    host: read("HOST"),
+    coreEtcdEndpoints: parseEndpoints(env.CORE_ETCD_ENDPOINTS),
+    proxyNamespace: parseName("PROXY_NAMESPACE", read("PROXY_NAMESPACE"), DNS_LABEL, 63),
+    coreCaConfigMap: parseName("CORE_CA_CONFIGMAP", read("CORE_CA_CONFIGMAP"), DNS_SUBDOMAIN, 253),
+    coreClientSecret: parseName("CORE_CLIENT_SECRET", read("CORE_CLIENT_SECRET"), DNS_SUBDOMAIN, 253),
+    tenantPrefixRoot: parsePrefixRoot(read("TENANT_PREFIX_ROOT")),
+    etcdImage: parseEtcdImage(read("ETCD_IMAGE")),
+    clusterDomain: parseName("CLUSTER_DOMAIN", read("CLUSTER_DOMAIN"), DNS_SUBDOMAIN, 253),
+    logLevel: parseLogLevel(read("LOG_LEVEL")),
+    bodyLimitBytes: parseBodyLimit(read("BODY_LIMIT_BYTES")),
+  };
+}
+
+function parsePort(text: string): number {
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new ConfigError("PORT", `must be an integer from 1 to 65535, got "${text}"`);
+  }
+  return port;
+}
+
+function parseEndpoints(text: string | undefined): string[] {
+  const endpoints = (text ?? "").split(",").map((e) => e.trim()).filter(Boolean);
+  if (endpoints.length === 0) {
+    throw new ConfigError("CORE_ETCD_ENDPOINTS", "is required: the comma-separated https:// URLs of the cluster's etcd");
+  }
+  for (const endpoint of endpoints) {
+    let url: URL;
+    try {
+      url = new URL(endpoint);
+    } catch {
+      throw new ConfigError("CORE_ETCD_ENDPOINTS", `"${endpoint}" is not a URL`);
+    }
+    if (url.protocol !== "https:") {
+      throw new ConfigError("CORE_ETCD_ENDPOINTS", `"${endpoint}" must use https: the proxy authenticates to etcd with a client certificate`);
+    }
+    if (url.pathname !== "/" || url.search || url.hash || url.username) {
+      throw new ConfigError("CORE_ETCD_ENDPOINTS", `"${endpoint}" must be scheme://host:port only`);
+    }
+    if (endpoint.includes(" ")) throw new ConfigError("CORE_ETCD_ENDPOINTS", `"${endpoint}" contains a space`);
+  }
+  return endpoints;
+}
+
+function parseName(variable: string, value: string, pattern: RegExp, maxLength: number): string {
+  if (value.length > maxLength || !pattern.test(value)) {
+    throw new ConfigError(variable, `"${value}" is not a valid Kubernetes name (lowercase letters, digits, '-', at most ${maxLength} characters)`);
+  }
+  return value;
+}
+
+function parsePrefixRoot(root: string): string {
+  if (!root.startsWith("/") || !root.endsWith("/")) {
+    throw new ConfigError("TENANT_PREFIX_ROOT", `"${root}" must start and end with "/"`);
+  }
+  if (root === "/") {
+    throw new ConfigError("TENANT_PREFIX_ROOT", `"/" would put tenants beside the cluster's own keys; use a dedicated root such as /etcdstorage/`);
+  }
+  if (root.startsWith(KUBERNETES_ROOT) || KUBERNETES_ROOT.startsWith(root)) {
+    throw new ConfigError("TENANT_PREFIX_ROOT", `"${root}" overlaps the Kubernetes API server's keys under ${KUBERNETES_ROOT}`);
+  }
+  if (/[\s\0]/.test(root) || root.includes("//")) {
+    throw new ConfigError("TENANT_PREFIX_ROOT", `"${root}" must not contain whitespace or an empty path segment`);
+  }
+  return root;
+}
+
+// registry/path/etcd:3.6.14-0, optionally pinned by @sha256 digest.
+const ETCD_IMAGE = /^[a-z0-9.-]+(?::\d+)?(?:\/[a-z0-9._-]+)*\/etcd:v?(\d+)\.(\d+)\.(\d+)(?:-\d+)?(?:@sha256:[a-f0-9]{64})?$/;
+
+function parseEtcdImage(image: string): string {
+  const match = ETCD_IMAGE.exec(image);
+  if (!match) {
+    throw new ConfigError("ETCD_IMAGE", `"${image}" must be an etcd image with a version tag, such as registry.k8s.io/etcd:3.6.14-0`);
+  }
+  const [major, minor, patch] = match.slice(1, 4).map(Number) as [number, number, number];
+  const minimumPatch = MINIMUM_ETCD[`${major}.${minor}` as keyof typeof MINIMUM_ETCD];
+  const tooOld = major < 3 || (major === 3 && minor < 5) || (minimumPatch !== undefined && patch < minimumPatch);
+  if (tooOld) {
+    throw new ConfigError("ETCD_IMAGE", `"${image}" is etcd ${major}.${minor}.${patch}; use 3.5.33+ or 3.6.14+ (grpc-proxy and security fixes)`);
+  }
+  return image;
+}
+
+function parseLogLevel(level: string): LogLevel {
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new ConfigError("LOG_LEVEL", `"${level}" must be one of ${LOG_LEVELS.join(", ")}`);
+  }
+  return level as LogLevel;
+}
+
+function parseBodyLimit(text: string): number {
+  const limit = Number(text);
+  if (!Number.isInteger(limit) || limit < 65536) {
+    throw new ConfigError("BODY_LIMIT_BYTES", `must be an integer of at least 65536 bytes, got "${text}"`);
+  }
+  return limit;
+}

@@ -1,0 +1,63 @@
+// Every child name and label, in one place: names are deterministic functions of the parent.
+
+/** The longest suffix any child name adds to "etcd-<name>"; the schema's name rule (47) follows from it. */
+const CHILD_SUFFIXES = ["-serving-ca", "-client-ca", "-server-tls", "-trusted-ca", "-cleanup"] as const;
+export const MAX_TENANT_NAME_LENGTH = 63 - "etcd-".length - Math.max(...CHILD_SUFFIXES.map((s) => s.length));
+
+export const GROUP = "etcdproxy.dev";
+export const API_VERSION = `${GROUP}/v1alpha1`;
+export const KIND = "EtcdStorage";
+export const MANAGED_BY = "etcdstorage-hooks";
+export const TENANT_LABEL = `${GROUP}/tenant`;
+export const TRUST_CHECKSUM_ANNOTATION = `${GROUP}/trust-checksum`;
+
+export interface TenantNames {
+  tenant: string;
+  /** Deployment, Service and PodDisruptionBudget of the proxy. */
+  proxy: string;
+  servingCa: string;
+  clientCa: string;
+  serverTls: string;
+  trustedCa: string;
+  cleanupJob: string;
+}
+
+export function tenantNames(tenant: string): TenantNames {
+  const proxy = `etcd-${tenant}`;
+  return {
+    tenant,
+    proxy,
+    servingCa: `${proxy}-serving-ca`,
+    clientCa: `${proxy}-client-ca`,
+    serverTls: `${proxy}-server-tls`,
+    trustedCa: `${proxy}-trusted-ca`,
+    cleanupJob: `${proxy}-cleanup`,
+  };
+}
+
+export type Component = "proxy" | "serving-ca" | "client-ca" | "server-tls" | "trusted-ca" | "cleanup" | "credentials";
+
+/** Labels every child carries; Metacontroller adds controller-uid itself (generateSelector). */
+export function childLabels(tenant: string, component: Component): Record<string, string> {
+  return {
+    "app.kubernetes.io/name": "etcd-proxy",
+    "app.kubernetes.io/instance": tenant,
+    "app.kubernetes.io/component": component,
+    "app.kubernetes.io/managed-by": MANAGED_BY,
+    [TENANT_LABEL]: tenant,
+  };
+}
+
+/** Selects exactly the proxy pods of one tenant. */
+export function proxySelector(tenant: string): Record<string, string> {
+  return { [TENANT_LABEL]: tenant, "app.kubernetes.io/component": "proxy" };
+}
+
+/** The key prefix of a tenant: computed from the name alone, never read from anything a user writes. */
+export function tenantPrefix(prefixRoot: string, tenant: string): string {
+  return `${prefixRoot}${tenant}/`;
+}
+
+export function serviceHost(tenant: string, namespace: string): string {
+  return `${tenantNames(tenant).proxy}.${namespace}.svc`;
+}

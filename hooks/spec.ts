@@ -1,0 +1,53 @@
+// An EtcdStorage as the hooks use it: defaulted and validated once, with the schema of schemas/.
+import type { Config } from "./config.ts";
+import { parseDuration } from "./duration.ts";
+import { describeErrors, etcdStorageSchema, kubernetesAjv } from "./schema.ts";
+
+export interface Destination {
+  name: string;
+  namespace: string;
+}
+
+export interface EtcdStorageSpec {
+  caCertConfigMap: Destination[];
+  clientCertSecret: Destination[];
+  replicas: number;
+  deletionPolicy: "Delete" | "Retain";
+  /** Validities in milliseconds. */
+  signingCertificateValidity: number;
+  servingCertificateValidity: number;
+  clientCertificateValidity: number;
+}
+
+export type SpecResult = { valid: true; spec: EtcdStorageSpec } | { valid: false; problems: string[]; nameValid: boolean };
+
+// As in the API server: defaulting first, then validation of the defaulted object.
+const applyDefaults = kubernetesAjv({ useDefaults: true }).compile(etcdStorageSchema);
+const validate = kubernetesAjv({ useDefaults: false }).compile(etcdStorageSchema);
+
+/** Defaults and validates a parent without touching it: the observed request is read-only. */
+export function readSpec(parent: { metadata: { name: string }; spec?: unknown }, config: Pick<Config, "proxyNamespace">): SpecResult {
+  const candidate = structuredClone({ metadata: { name: parent.metadata.name }, spec: parent.spec });
+  applyDefaults(candidate);
+  if (!validate(candidate)) {
+    // The only rule on the object itself is the one on metadata.name.
+    const nameValid = !validate.errors!.some((error) => error.instancePath === "");
+    return { valid: false, problems: describeErrors(validate.errors, candidate), nameValid };
+  }
+  const raw = candidate.spec as Omit<EtcdStorageSpec, `${string}Validity`> & Record<`${string}Validity`, string>;
+  const spec: EtcdStorageSpec = {
+    caCertConfigMap: raw.caCertConfigMap.map(({ name, namespace }) => ({ name, namespace })),
+    clientCertSecret: raw.clientCertSecret.map(({ name, namespace }) => ({ name, namespace })),
+    replicas: raw.replicas,
+    deletionPolicy: raw.deletionPolicy,
+    signingCertificateValidity: parseDuration(raw.signingCertificateValidity)!,
+    servingCertificateValidity: parseDuration(raw.servingCertificateValidity)!,
+    clientCertificateValidity: parseDuration(raw.clientCertificateValidity)!,
+  };
+  // The proxy namespace holds every tenant's CA keys: no destination may be written there.
+  const intoProxyNamespace = (["caCertConfigMap", "clientCertSecret"] as const).flatMap((field) =>
+    spec[field].flatMap((d, i) => (d.namespace === config.proxyNamespace ? [`spec.${field}[${i}].namespace: must not be the proxy namespace ${config.proxyNamespace}, which holds the tenants' CA keys`] : [])),
+  );
+  if (intoProxyNamespace.length > 0) return { valid: false, problems: intoProxyNamespace, nameValid: true };
+  return { valid: true, spec };
+}

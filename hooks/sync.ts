@@ -1,0 +1,93 @@
+// The sync hook: "if the observed state were like this, what would the desired state be?"
+// Pure but for the PKI's randomness: the request, the configuration and the clock come in.
+import { planCertificates, type IssuanceEvent } from "./children/certificates.ts";
+import { buildDeployment, trustChecksum } from "./children/deployment.ts";
+import { buildPodDisruptionBudget } from "./children/pod-disruption-budget.ts";
+import { buildService } from "./children/service.ts";
+import type { Config } from "./config.ts";
+import { checkCoreCredentials } from "./core-credentials.ts";
+import { echoChildren } from "./echo.ts";
+import { serviceHost, tenantNames, tenantPrefix } from "./names.ts";
+import { findObject, type HookRequest, type HookResponse } from "./observed.ts";
+import { readSpec } from "./spec.ts";
+import { proxyAvailable, ready, withTransitionTimes, type ConditionInput } from "./status.ts";
+
+/** What the hook did besides answering, for logs and metrics; never part of the response. */
+export interface SyncReport {
+  tenant: string;
+  outcome: "Synced" | "InvalidSpec" | "Finalizing" | "Finalized";
+  events: IssuanceEvent[];
+  certificates: { name: string; secret: string; notAfter: string }[];
+}
+
+export interface HookResult {
+  response: HookResponse;
+  report: SyncReport;
+}
+
+// Wake up for the next certificate step even if Metacontroller's resync period is longer; at most
+// daily so a lost timer costs a day, never a certificate.
+const MAX_RESYNC_SECONDS = 24 * 3600;
+
+export function tenantEndpoint(tenant: string, config: Config): string {
+  return `https://${serviceHost(tenant, config.proxyNamespace)}:2379`;
+}
+
+export async function sync(request: HookRequest, config: Config, now: Date): Promise<HookResult> {
+  const parent = request.parent;
+  const tenant = parent.metadata.name;
+  const generation = parent.metadata.generation;
+  const previous = parent.status?.conditions;
+  const deployment = findObject(request.children, "Deployment", config.proxyNamespace, tenantNames(tenant).proxy);
+  const proxy = proxyAvailable(deployment);
+
+  const read = readSpec(parent, config);
+  if (!read.valid) {
+    const invalid: ConditionInput = { type: "Ready", status: "False", reason: "InvalidSpec", message: read.problems.join("; ") };
+    return {
+      response: {
+        status: { observedGeneration: generation, ...addresses(tenant, config, read.nameValid), conditions: withTransitionTimes([invalid, proxy], previous, now, generation) },
+        children: echoChildren(request.children),
+      },
+      report: { tenant, outcome: "InvalidSpec", events: [], certificates: [] },
+    };
+  }
+  const spec = read.spec;
+
+  const core = checkCoreCredentials(request.related, config, now);
+  const pki = await planCertificates(tenant, spec, config, request.children, now);
+  const checksum = trustChecksum({ trustedClientCaPem: pki.trustedClientCaPem, coreCaPem: core.caPem ?? "", coreClientCertPem: core.certPem ?? "" });
+
+  const coreCondition: ConditionInput = core.ready
+    ? { type: "CoreCredentialsReady", status: "True", reason: "CoreCredentialsValid", message: core.message }
+    : { type: "CoreCredentialsReady", status: "False", reason: core.reason, message: core.message };
+  const certificatesCondition: ConditionInput =
+    pki.degraded.length > 0
+      ? { type: "CertificatesReady", status: "False", reason: "IssuingCADamaged", message: pki.degraded.join("; ") }
+      : {
+          type: "CertificatesReady",
+          status: "True",
+          reason: pki.rotating.length > 0 ? "CARotationInProgress" : "CertificatesValid",
+          message: pki.rotating.length > 0 ? `successor CA published for ${pki.rotating.join(", ")}; leaves move after the overlap` : `${pki.certificates.length} certificates valid`,
+        };
+  const parts = [proxy, certificatesCondition, coreCondition];
+  const conditions = [ready(parts, `etcd is served at ${tenantEndpoint(tenant, config)} under ${tenantPrefix(config.tenantPrefixRoot, tenant)}`), ...parts];
+
+  return {
+    response: {
+      status: {
+        observedGeneration: generation,
+        ...addresses(tenant, config, true),
+        conditions: withTransitionTimes(conditions, previous, now, generation),
+        certificates: pki.certificates,
+      },
+      children: [buildDeployment(tenant, spec, config, checksum), buildService(tenant, config), buildPodDisruptionBudget(tenant, config), ...pki.children],
+      resyncAfterSeconds: Math.min(MAX_RESYNC_SECONDS, Math.max(1, Math.ceil((pki.nextStepAt.getTime() - now.getTime()) / 1000))),
+    },
+    report: { tenant, outcome: "Synced", events: pki.events, certificates: pki.certificates.map(({ name, secret, notAfter }) => ({ name, secret, notAfter })) },
+  };
+}
+
+function addresses(tenant: string, config: Config, nameValid: boolean) {
+  return nameValid ? { prefix: tenantPrefix(config.tenantPrefixRoot, tenant), endpoint: tenantEndpoint(tenant, config) } : {};
+}

@@ -1,0 +1,1030 @@
+// End-to-end test harness: runs the containers the hooks describe as real local processes.
+//
+// The hooks return plain Kubernetes objects. To know that a returned Deployment or Job really
+// works we run its container as written (same command, same flags), with its volume files written
+// from the returned Secrets/ConfigMaps, against a real TLS etcd. Only what cannot be the same on a
+// laptop is rewritten: the binary's location, mount paths (into a temp dir) and listen ports
+// (container ports become free local ports, so suites can run in parallel).
+
+import "reflect-metadata"; // @peculiar/x509 uses decorators' metadata; must load before it.
+import * as x509 from "@peculiar/x509";
+import { Crypto } from "@peculiar/webcrypto";
+import { spawn, type ChildProcess } from "node:child_process";
+import { constants as fsConstants } from "node:fs";
+import { access, mkdir, mkdtemp, readdir, rename, rm, stat, symlink, writeFile, lstat } from "node:fs/promises";
+import http from "node:http";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+
+const webcrypto = new Crypto();
+x509.cryptoProvider.set(webcrypto as unknown as globalThis.Crypto);
+
+// ---------------------------------------------------------------------------------------------
+// Ports and polling
+// ---------------------------------------------------------------------------------------------
+
+/** A port the kernel just handed out on 127.0.0.1. Never fixed ports: suites run in parallel. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      if (address === null || typeof address === "string") {
+        server.close();
+        reject(new Error(`freePort: unexpected server address ${String(address)}`));
+        return;
+      }
+      server.close(() => resolve(address.port));
+    });
+  });
+}
+
+const POLL_INTERVAL_MS = 100;
+
+/** Whether something accepts TCP connections on 127.0.0.1:port (a cheap first readiness probe). */
+export function tcpAccepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: "127.0.0.1", port });
+    socket.setTimeout(1_000);
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.on("connect", () => done(true));
+    socket.on("error", () => done(false));
+    socket.on("timeout", () => done(false));
+  });
+}
+
+/**
+ * Polls `probe` until it returns something other than undefined/false/null. A throwing probe
+ * counts as "not yet" (the thing we wait for is usually refusing connections at first); the last
+ * error is kept so a timeout says *why* it never became ready. `diagnostics` (e.g. a process's
+ * logs) is appended to the timeout message.
+ */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false | null>,
+  timeoutMs = 20_000,
+  diagnostics?: () => string,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined && value !== false && value !== null) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() >= deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+  }
+  const last = lastError === undefined ? "none (probe kept answering not-ready)" : describeError(lastError);
+  const extra = diagnostics ? `\n--- diagnostics ---\n${tail(diagnostics(), 4000)}` : "";
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last error: ${last}${extra}`);
+}
+
+function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function tail(text: string, max: number): string {
+  return text.length <= max ? text : `…${text.slice(-max)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes and cleanup
+// ---------------------------------------------------------------------------------------------
+
+export interface ExitStatus {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface ManagedProcess {
+  process: ChildProcess;
+  /** stdout and stderr interleaved, as received so far. */
+  logs(): string;
+  exited: Promise<ExitStatus>;
+  /** SIGTERM, then SIGKILL if it has not exited within a few seconds; resolves once it exited. */
+  stop(): Promise<void>;
+}
+
+const liveSet = new Set<ManagedProcess>();
+const cleanupTasks: Array<() => Promise<void>> = [];
+const STOP_GRACE_MS = 5_000;
+const MAX_LOG_CHARS = 1_000_000;
+
+// Last line of defence: if the test process dies without running `after`, take the children
+// with it (detached:false alone does not kill them when node exits).
+process.on("exit", () => {
+  for (const p of liveSet) p.process.kill("SIGKILL");
+});
+
+/** Processes started by this harness that have not exited yet. */
+export function liveProcesses(): ManagedProcess[] {
+  return [...liveSet];
+}
+
+/** Registers a task for `stopAll()` (run after all processes are stopped, last registered first). */
+export function onCleanup(task: () => Promise<void>): void {
+  cleanupTasks.push(task);
+}
+
+/** For `after()`: stops every process this harness started, then runs the cleanup tasks. */
+export async function stopAll(): Promise<void> {
+  await Promise.all([...liveSet].map((p) => p.stop()));
+  const errors: unknown[] = [];
+  for (const task of cleanupTasks.splice(0).reverse()) {
+    try {
+      await task();
+    } catch (error) {
+      errors.push(error);
+    }
+  }
+  if (errors.length > 0) throw new AggregateError(errors, "stopAll: some cleanup tasks failed");
+}
+
+/** A fresh directory under the OS temp dir, removed by `stopAll()`. */
+export async function tempDir(prefix = "e2e-"): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  onCleanup(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+interface SpawnOptions {
+  env: Record<string, string>;
+  cwd: string;
+}
+
+function spawnManaged(file: string, args: readonly string[], options: SpawnOptions): ManagedProcess {
+  const child = spawn(file, args, {
+    cwd: options.cwd,
+    env: options.env,
+    detached: false,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const append = (chunk: Buffer): void => {
+    output += chunk.toString("utf8");
+    if (output.length > MAX_LOG_CHARS) output = output.slice(-MAX_LOG_CHARS / 2);
+  };
+  child.stdout?.on("data", append);
+  child.stderr?.on("data", append);
+
+  const exited = new Promise<ExitStatus>((resolve) => {
+    // 'close' (not 'exit') so the logs are complete when this resolves.
+    child.on("close", (code, signal) => resolve({ code, signal }));
+    child.on("error", (error) => {
+      append(Buffer.from(`\n[harness] spawn error: ${error.message}\n`));
+      if (child.pid === undefined) resolve({ code: null, signal: null });
+    });
+  });
+
+  const managed: ManagedProcess = {
+    process: child,
+    logs: () => output,
+    exited,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), STOP_GRACE_MS);
+        await exited;
+        clearTimeout(timer);
+      }
+      await exited;
+    },
+  };
+  liveSet.add(managed);
+  void exited.then(() => liveSet.delete(managed));
+  return managed;
+}
+
+async function assertExecutable(file: string, hint: string): Promise<void> {
+  try {
+    await access(file, fsConstants.X_OK);
+  } catch {
+    throw new Error(`${file} is not an executable file on this machine (${hint})`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test PKI (@peculiar/x509, ECDSA P-256, keys as PKCS#8 PEM: what etcd and the proxy accepted)
+// ---------------------------------------------------------------------------------------------
+
+const EC_KEY: EcKeyGenParams = { name: "ECDSA", namedCurve: "P-256" };
+const EC_SIGN = { name: "ECDSA", hash: "SHA-256" };
+const HOUR_MS = 3_600_000;
+
+export interface CertKeyPem {
+  certPem: string;
+  keyPem: string;
+}
+
+export interface TestCa extends CertKeyPem {
+  cert: x509.X509Certificate;
+  keys: CryptoKeyPair;
+}
+
+export interface LeafOptions {
+  /** RFC 4514 subject, e.g. "CN=proxy" or "O=etcd-proxy" (no CN). */
+  subject: string;
+  dnsNames?: string[];
+  ipAddresses?: string[];
+  serverAuth?: boolean;
+  clientAuth?: boolean;
+  /** Validity start; default one hour before `now` (tolerates clock skew). */
+  notBefore?: Date;
+  /** Validity end; default one day after `now`. */
+  notAfter?: Date;
+}
+
+async function generateKeys(): Promise<CryptoKeyPair> {
+  return (await webcrypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"])) as CryptoKeyPair;
+}
+
+async function privateKeyPem(key: CryptoKey): Promise<string> {
+  const pkcs8 = await webcrypto.subtle.exportKey("pkcs8", key);
+  return x509.PemConverter.encode(pkcs8, "PRIVATE KEY");
+}
+
+/** A self-signed CA (basicConstraints CA:true, keyCertSign), valid from an hour ago for a day. */
+export async function makeCa(commonName: string, now: Date = new Date()): Promise<TestCa> {
+  const keys = await generateKeys();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    name: `CN=${commonName}`,
+    keys,
+    signingAlgorithm: EC_SIGN,
+    notBefore: new Date(now.getTime() - HOUR_MS),
+    notAfter: new Date(now.getTime() + 24 * HOUR_MS),
+    extensions: [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return { cert, keys, certPem: cert.toString("pem"), keyPem: await privateKeyPem(keys.privateKey) };
+}
+
+/** A leaf certificate signed by `ca`, with a fresh key. */
+export async function issueCert(ca: TestCa, options: LeafOptions, now: Date = new Date()): Promise<CertKeyPem> {
+  const keys = await generateKeys();
+  const usages: string[] = [];
+  if (options.serverAuth) usages.push(x509.ExtendedKeyUsage.serverAuth);
+  if (options.clientAuth) usages.push(x509.ExtendedKeyUsage.clientAuth);
+  const sans: x509.JsonGeneralNames = [
+    ...(options.dnsNames ?? []).map((value) => ({ type: "dns" as const, value })),
+    ...(options.ipAddresses ?? []).map((value) => ({ type: "ip" as const, value })),
+  ];
+  const extensions: x509.Extension[] = [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
+  ];
+  if (usages.length > 0) extensions.push(new x509.ExtendedKeyUsageExtension(usages));
+  if (sans.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(sans));
+  const cert = await x509.X509CertificateGenerator.create({
+    subject: options.subject,
+    issuer: ca.cert.subject,
+    publicKey: keys.publicKey,
+    signingKey: ca.keys.privateKey,
+    signingAlgorithm: EC_SIGN,
+    notBefore: options.notBefore ?? new Date(now.getTime() - HOUR_MS),
+    notAfter: options.notAfter ?? new Date(now.getTime() + 24 * HOUR_MS),
+    extensions,
+  });
+  return { certPem: cert.toString("pem"), keyPem: await privateKeyPem(keys.privateKey) };
+}
+
+export interface CorePki {
+  ca: TestCa;
+  /** Serving certificate of core etcd, for 127.0.0.1 and localhost. */
+  server: CertKeyPem;
+  /** Backend client certificate (the proxy's and the harness's etcdctl): EMPTY CN, clientAuth. */
+  client: CertKeyPem;
+}
+
+/**
+ * PKI of the *core* etcd (the cluster's own etcd, not managed by the project). The client
+ * certificate has no CN on purpose: etcd grpc-proxy exits with "cert has non empty Common Name"
+ * when its backend certificate has one.
+ */
+export async function makeCorePki(now: Date = new Date()): Promise<CorePki> {
+  const ca = await makeCa("test core etcd CA", now);
+  const server = await issueCert(
+    ca,
+    { subject: "CN=core-etcd", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], serverAuth: true, clientAuth: true },
+    now,
+  );
+  const client = await issueCert(ca, { subject: "O=etcd-proxy", clientAuth: true }, now);
+  return { ca, server, client };
+}
+
+// ---------------------------------------------------------------------------------------------
+// etcdctl and core etcd
+// ---------------------------------------------------------------------------------------------
+
+export interface EtcdctlResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** File paths of a client's TLS material. No `cert`/`key`: a certificate-less client. */
+export interface EtcdctlCredentials {
+  cacert: string;
+  cert?: string;
+  key?: string;
+}
+
+export const ETCDCTL = "/usr/bin/etcdctl";
+export const ETCD = "/usr/bin/etcd";
+// Short, so a refused or dead endpoint fails a probe in ~2 s instead of etcdctl's 5 s default.
+const ETCDCTL_DIAL_TIMEOUT = "2s";
+const ETCDCTL_COMMAND_TIMEOUT = "5s";
+const ETCDCTL_KILL_AFTER_MS = 15_000;
+
+/** Runs etcdctl (API v3) against `endpoint` with the given credentials; never throws on failure. */
+export async function runEtcdctl(
+  endpoint: string,
+  credentials: EtcdctlCredentials,
+  args: readonly string[],
+): Promise<EtcdctlResult> {
+  const tls = [`--cacert=${credentials.cacert}`];
+  if (credentials.cert !== undefined) tls.push(`--cert=${credentials.cert}`);
+  if (credentials.key !== undefined) tls.push(`--key=${credentials.key}`);
+  const argv = [
+    `--endpoints=${endpoint}`,
+    ...tls,
+    `--dial-timeout=${ETCDCTL_DIAL_TIMEOUT}`,
+    `--command-timeout=${ETCDCTL_COMMAND_TIMEOUT}`,
+    ...args,
+  ];
+  // A minimal environment: the developer's ETCDCTL_* variables must not change what is tested.
+  const child = spawn(ETCDCTL, argv, {
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ETCDCTL_API: "3" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+  child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+  // Guard against a hung etcdctl (e.g. a watch) outliving the test.
+  const guard = setTimeout(() => child.kill("SIGKILL"), ETCDCTL_KILL_AFTER_MS);
+  try {
+    const code = await new Promise<number | null>((resolve, reject) => {
+      child.on("error", reject);
+      child.on("close", (c) => resolve(c));
+    });
+    return { code, stdout, stderr };
+  } finally {
+    clearTimeout(guard);
+  }
+}
+
+export interface CoreEtcd {
+  /** https://127.0.0.1:<port> */
+  endpoint: string;
+  pki: CorePki;
+  caFile: string;
+  /** Backend client certificate/key files (empty CN). */
+  certFile: string;
+  keyFile: string;
+  logs(): string;
+  stop(): Promise<void>;
+  /** Starts again with the same data dir and ports (fault tests), waits until healthy. */
+  start(): Promise<void>;
+  etcdctl(args: readonly string[]): Promise<EtcdctlResult>;
+}
+
+async function writeFiles(dir: string, files: Record<string, string>): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await Promise.all(Object.entries(files).map(([name, content]) => writeFile(path.join(dir, name), content, { mode: 0o600 })));
+}
+
+/**
+ * A single-member TLS etcd with client-certificate authentication, on free ports, with its data
+ * in `dir/core-etcd`. Resolves once `etcdctl endpoint health` succeeds.
+ */
+export async function startCoreEtcd(dir: string): Promise<CoreEtcd> {
+  const base = path.join(dir, "core-etcd");
+  const pki = await makeCorePki();
+  await writeFiles(path.join(base, "pki"), {
+    "ca.crt": pki.ca.certPem,
+    "server.crt": pki.server.certPem,
+    "server.key": pki.server.keyPem,
+    "client.crt": pki.client.certPem,
+    "client.key": pki.client.keyPem,
+  });
+  const pkiFile = (name: string): string => path.join(base, "pki", name);
+  const [clientPort, peerPort] = [await freePort(), await freePort()];
+  const endpoint = `https://127.0.0.1:${clientPort}`;
+  const peerUrl = `http://127.0.0.1:${peerPort}`;
+  const args = [
+    "--name=core",
+    `--data-dir=${path.join(base, "data")}`,
+    `--listen-client-urls=${endpoint}`,
+    `--advertise-client-urls=${endpoint}`,
+    `--listen-peer-urls=${peerUrl}`,
+    `--initial-advertise-peer-urls=${peerUrl}`,
+    `--initial-cluster=core=${peerUrl}`,
+    `--cert-file=${pkiFile("server.crt")}`,
+    `--key-file=${pkiFile("server.key")}`,
+    `--trusted-ca-file=${pkiFile("ca.crt")}`,
+    "--client-cert-auth",
+    "--logger=zap",
+    "--log-outputs=stderr",
+  ];
+  const credentials = { cacert: pkiFile("ca.crt"), cert: pkiFile("client.crt"), key: pkiFile("client.key") };
+  const etcdctl = (a: readonly string[]): Promise<EtcdctlResult> => runEtcdctl(endpoint, credentials, a);
+
+  let current: ManagedProcess | undefined;
+  const start = async (): Promise<void> => {
+    if (current !== undefined && current.process.exitCode === null && current.process.signalCode === null) {
+      throw new Error("core etcd is already running");
+    }
+    await assertExecutable(ETCD, "install Debian's etcd-server");
+    const proc = spawnManaged(ETCD, args, { cwd: base, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+    current = proc;
+    await waitFor(
+      `core etcd at ${endpoint} to be healthy`,
+      async () => {
+        if (proc.process.exitCode !== null) throw new Error(`core etcd exited with code ${proc.process.exitCode}`);
+        // etcdctl against a closed port waits its whole dial timeout; a TCP probe first keeps
+        // (re)starts at ~0.5 s instead of ~3 s.
+        if (!(await tcpAccepts(clientPort))) throw new Error(`nothing listens on ${endpoint} yet`);
+        const result = await etcdctl(["endpoint", "health"]);
+        if (result.code !== 0) throw new Error(result.stderr.trim() || result.stdout.trim());
+        return true;
+      },
+      20_000,
+      () => proc.logs(),
+    );
+  };
+  await start();
+  return {
+    endpoint,
+    pki,
+    caFile: credentials.cacert,
+    certFile: credentials.cert,
+    keyFile: credentials.key,
+    logs: () => current?.logs() ?? "",
+    stop: async () => current?.stop(),
+    start,
+    etcdctl,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes objects (the minimal shapes this harness reads; plain JSON from the hooks fits them)
+// ---------------------------------------------------------------------------------------------
+
+export interface ObjectMeta {
+  name?: string;
+  namespace?: string;
+  [key: string]: unknown;
+}
+
+export interface K8sObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: ObjectMeta;
+  type?: string;
+  data?: Record<string, string>;
+  stringData?: Record<string, string>;
+  binaryData?: Record<string, string>;
+  spec?: unknown;
+  [key: string]: unknown;
+}
+
+export interface KeyToPath {
+  key: string;
+  path: string;
+  mode?: number;
+}
+
+export interface SecretProjection {
+  name?: string;
+  items?: KeyToPath[];
+  optional?: boolean;
+}
+
+export interface Volume {
+  name: string;
+  secret?: { secretName?: string; items?: KeyToPath[]; optional?: boolean; defaultMode?: number };
+  configMap?: { name?: string; items?: KeyToPath[]; optional?: boolean; defaultMode?: number };
+  projected?: { sources?: Array<{ secret?: SecretProjection; configMap?: SecretProjection; [other: string]: unknown }>; defaultMode?: number };
+  emptyDir?: Record<string, unknown>;
+  [other: string]: unknown;
+}
+
+export interface VolumeMount {
+  name: string;
+  mountPath: string;
+  subPath?: string;
+  readOnly?: boolean;
+}
+
+export interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: {
+    secretKeyRef?: { name?: string; key: string; optional?: boolean };
+    configMapKeyRef?: { name?: string; key: string; optional?: boolean };
+    [other: string]: unknown;
+  };
+}
+
+export interface Container {
+  name: string;
+  image?: string;
+  command?: string[];
+  args?: string[];
+  env?: EnvVar[];
+  volumeMounts?: VolumeMount[];
+  workingDir?: string;
+  [other: string]: unknown;
+}
+
+export interface PodSpec {
+  containers: Container[];
+  initContainers?: Container[];
+  volumes?: Volume[];
+  [other: string]: unknown;
+}
+
+/** ConfigMap carrying the core etcd CA, as the hook expects to be given. */
+export function coreCaConfigMap(namespace: string, name: string, caPem: string): K8sObject {
+  return { apiVersion: "v1", kind: "ConfigMap", metadata: { name, namespace }, data: { "ca.crt": caPem } };
+}
+
+/** kubernetes.io/tls Secret carrying the backend client certificate for core etcd. */
+export function coreClientSecret(namespace: string, name: string, certPem: string, keyPem: string): K8sObject {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { name, namespace },
+    type: "kubernetes.io/tls",
+    data: { "tls.crt": base64(certPem), "tls.key": base64(keyPem) },
+  };
+}
+
+export function base64(text: string): string {
+  return Buffer.from(text, "utf8").toString("base64");
+}
+
+/** The pod template's spec of a Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob. */
+export function podSpecOf(object: K8sObject): PodSpec {
+  const spec = object.spec as Record<string, any> | undefined;
+  const found =
+    object.kind === "Pod" ? spec : object.kind === "CronJob" ? spec?.jobTemplate?.spec?.template?.spec : spec?.template?.spec;
+  if (found === undefined || !Array.isArray(found.containers)) {
+    throw new Error(`${object.kind ?? "object"} ${describeName(object)} has no pod spec with containers`);
+  }
+  return found as PodSpec;
+}
+
+/** The object of that kind, namespace and name in `objects` (exact match, as the API server would). */
+export function findObject(objects: readonly K8sObject[], kind: string, namespace: string, name: string): K8sObject | undefined {
+  return objects.find((o) => o.kind === kind && o.metadata?.namespace === namespace && o.metadata?.name === name);
+}
+
+function describeName(object: K8sObject): string {
+  return `${object.metadata?.namespace ?? "<no namespace>"}/${object.metadata?.name ?? "<no name>"}`;
+}
+
+/** Explains a failed look-up, pointing at near misses (e.g. the namespace was left out). */
+function missingObjectError(objects: readonly K8sObject[], kind: string, namespace: string, name: string, usedBy: string): Error {
+  const nearMisses = objects
+    .filter((o) => o.kind === kind && o.metadata?.name === name)
+    .map((o) => `metadata.namespace=${JSON.stringify(o.metadata?.namespace)}`);
+  const hint = nearMisses.length > 0 ? ` (found ${kind} ${name} with ${nearMisses.join(", ")})` : "";
+  return new Error(`${kind} ${namespace}/${name} (used by ${usedBy}) is not among the objects${hint}`);
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * The decoded key→bytes content of a Secret or ConfigMap. Secret `data` must be valid base64
+ * (the API server rejects anything else, so a hook that forgets to encode must fail here too);
+ * Secret `stringData` and ConfigMap `data` are plain text.
+ */
+function objectContent(object: K8sObject): Map<string, Buffer> {
+  const content = new Map<string, Buffer>();
+  const where = `${object.kind} ${describeName(object)}`;
+  const decode = (field: string, values: Record<string, string> | undefined): void => {
+    for (const [key, value] of Object.entries(values ?? {})) {
+      if (typeof value !== "string" || !BASE64.test(value)) throw new Error(`${where} ${field}.${key} is not valid base64`);
+      content.set(key, Buffer.from(value, "base64"));
+    }
+  };
+  const plain = (field: string, values: Record<string, string> | undefined): void => {
+    for (const [key, value] of Object.entries(values ?? {})) {
+      if (typeof value !== "string") throw new Error(`${where} ${field}.${key} is not a string`);
+      content.set(key, Buffer.from(value, "utf8"));
+    }
+  };
+  if (object.kind === "Secret") {
+    decode("data", object.data);
+    plain("stringData", object.stringData); // the API server merges stringData over data
+  } else {
+    plain("data", object.data);
+    decode("binaryData", object.binaryData);
+  }
+  return content;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Volumes
+// ---------------------------------------------------------------------------------------------
+
+type VolumeKind = "secret" | "configMap" | "projected" | "emptyDir";
+
+export interface MountedPath {
+  /** Path inside the container. */
+  mountPath: string;
+  /** Where it is on this machine (rootDir + mountPath). */
+  localPath: string;
+  volumeName: string;
+  volumeKind: VolumeKind;
+}
+
+export interface MaterializedVolumes {
+  mounts: MountedPath[];
+  /** Replaces every mount path inside `text` (whole path segments only) by its local path. */
+  rewritePath(text: string): string;
+}
+
+interface Projection {
+  kind: "Secret" | "ConfigMap";
+  name: string;
+  items?: KeyToPath[];
+  optional: boolean;
+  defaultMode?: number;
+}
+
+function projectionsOf(volume: Volume): { kind: VolumeKind; projections: Projection[] } {
+  if (volume.secret) {
+    const s = volume.secret;
+    return { kind: "secret", projections: [{ kind: "Secret", name: required(s.secretName, `volume ${volume.name}: secret.secretName`), items: s.items, optional: s.optional === true, defaultMode: s.defaultMode }] };
+  }
+  if (volume.configMap) {
+    const c = volume.configMap;
+    return { kind: "configMap", projections: [{ kind: "ConfigMap", name: required(c.name, `volume ${volume.name}: configMap.name`), items: c.items, optional: c.optional === true, defaultMode: c.defaultMode }] };
+  }
+  if (volume.projected) {
+    const projections = (volume.projected.sources ?? []).map((source, i): Projection => {
+      const ref = source.secret ?? source.configMap;
+      if (ref === undefined) {
+        throw new Error(`volume ${volume.name}: projected.sources[${i}] (${Object.keys(source).join(",")}) is not supported by the harness (only secret and configMap)`);
+      }
+      return {
+        kind: source.secret ? "Secret" : "ConfigMap",
+        name: required(ref.name, `volume ${volume.name}: projected.sources[${i}] name`),
+        items: ref.items,
+        optional: ref.optional === true,
+        defaultMode: volume.projected?.defaultMode,
+      };
+    });
+    return { kind: "projected", projections };
+  }
+  if (volume.emptyDir) return { kind: "emptyDir", projections: [] };
+  const types = Object.keys(volume).filter((k) => k !== "name");
+  throw new Error(`volume ${volume.name}: type ${types.join(",") || "<none>"} is not supported by the harness (secret, configMap, projected, emptyDir)`);
+}
+
+function required(value: string | undefined, what: string): string {
+  if (value === undefined || value === "") throw new Error(`${what} is missing`);
+  return value;
+}
+
+/** A relative path without `..` (what the API server accepts for items[].path and subPath). */
+function safeRelative(p: string, what: string): string {
+  if (p === "" || path.isAbsolute(p) || p.split("/").includes("..")) throw new Error(`${what} ${JSON.stringify(p)} must be a relative path without '..'`);
+  return p;
+}
+
+/** The files (relative path → bytes, mode) a secret/configMap/projected volume would show. */
+function volumeFiles(volume: Volume, projections: Projection[], objects: readonly K8sObject[], namespace: string): Map<string, { bytes: Buffer; mode: number }> {
+  const files = new Map<string, { bytes: Buffer; mode: number }>();
+  for (const projection of projections) {
+    const usedBy = `volume ${volume.name}`;
+    const object = findObject(objects, projection.kind, namespace, projection.name);
+    if (object === undefined) {
+      if (projection.optional) continue;
+      throw missingObjectError(objects, projection.kind, namespace, projection.name, usedBy);
+    }
+    const content = objectContent(object);
+    const mode = projection.defaultMode ?? 0o644;
+    const items = projection.items ?? [...content.keys()].map((key) => ({ key, path: key }) as KeyToPath);
+    for (const item of items) {
+      const bytes = content.get(item.key);
+      if (bytes === undefined) {
+        if (projection.optional) continue;
+        throw new Error(`${projection.kind} ${namespace}/${projection.name} has no key ${JSON.stringify(item.key)} (used by ${usedBy}); keys: ${[...content.keys()].join(", ") || "<none>"}`);
+      }
+      files.set(safeRelative(item.path, `${usedBy} items[].path`), { bytes, mode: item.mode ?? mode });
+    }
+  }
+  return files;
+}
+
+/**
+ * Writes the volume's files, each atomically (temp file + rename) so that re-materializing while
+ * a process runs (e.g. a certificate rotation test) never shows it a half-written file; keys that
+ * disappeared are removed, as the kubelet would.
+ */
+async function writeVolume(dir: string, files: Map<string, { bytes: Buffer; mode: number }>): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  for (const [relative, { bytes, mode }] of files) {
+    const target = path.join(dir, relative);
+    await mkdir(path.dirname(target), { recursive: true });
+    const temp = `${target}.tmp-${process.pid}`;
+    await writeFile(temp, bytes, { mode });
+    await rename(temp, target);
+  }
+  const wanted = new Set([...files.keys()].map((r) => path.join(dir, r)));
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    const full = path.join(entry.parentPath, entry.name);
+    if (entry.isFile() && !wanted.has(full)) await rm(full, { force: true });
+  }
+}
+
+/** Escapes a string for use inside a RegExp. */
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+// A container path only counts as a match when it is a whole token or followed by "/": so mount
+// "/etc/ca" rewrites "/etc/ca/ca.crt" and "--x=/etc/ca" but never "/etc/ca2" or "/x/etc/ca".
+const PATH_START = `(^|[\\s=,:;"'(])`;
+const PATH_END = `(?=$|[/\\s,:;"')])`;
+
+function prefixReplacer(mapping: ReadonlyArray<readonly [string, string]>): (text: string) => string {
+  // Longest first, so a nested mount (/etc/a/b inside /etc/a) wins over its parent.
+  const sorted = [...mapping].sort((a, b) => b[0].length - a[0].length);
+  if (sorted.length === 0) return (text) => text;
+  const pattern = new RegExp(`${PATH_START}(${sorted.map(([from]) => escapeRegExp(from)).join("|")})${PATH_END}`, "g");
+  const lookup = new Map(sorted);
+  return (text) => text.replace(pattern, (_m, before: string, from: string) => `${before}${lookup.get(from)}`);
+}
+
+async function replaceWithSymlink(linkPath: string, target: string): Promise<void> {
+  await mkdir(path.dirname(linkPath), { recursive: true });
+  const existing = await lstat(linkPath).catch(() => undefined);
+  if (existing !== undefined) {
+    if (!existing.isSymbolicLink()) throw new Error(`${linkPath} already exists and is not a mount the harness made (overlapping volumeMounts?)`);
+    await rm(linkPath);
+  }
+  await symlink(target, linkPath);
+}
+
+/**
+ * Writes every volume of the pod under `rootDir/.volumes/<name>` (all of them, like the kubelet:
+ * a pod does not start when any non-optional Secret/ConfigMap of its volumes is missing), then
+ * makes each of the container's mounts visible at `rootDir + mountPath` (a symlink, so that an
+ * emptyDir mounted by two containers sharing `rootDir` is one directory). `subPath` links to that
+ * entry of the volume.
+ */
+export async function materializeVolumes(
+  podSpec: PodSpec,
+  container: Container,
+  objects: readonly K8sObject[],
+  rootDir: string,
+  namespace: string,
+): Promise<MaterializedVolumes> {
+  const volumeDirs = new Map<string, { dir: string; kind: VolumeKind }>();
+  for (const volume of podSpec.volumes ?? []) {
+    const { kind, projections } = projectionsOf(volume);
+    const dir = path.join(rootDir, ".volumes", safeRelative(volume.name, "volume name"));
+    if (kind === "emptyDir") await mkdir(dir, { recursive: true }); // kept across calls: it is the pod's scratch space
+    else await writeVolume(dir, volumeFiles(volume, projections, objects, namespace));
+    volumeDirs.set(volume.name, { dir, kind });
+  }
+
+  const mounts: MountedPath[] = [];
+  for (const mount of container.volumeMounts ?? []) {
+    const volume = volumeDirs.get(mount.name);
+    if (volume === undefined) throw new Error(`container ${container.name}: volumeMount ${mount.name} names no volume of the pod`);
+    if (!path.isAbsolute(mount.mountPath)) throw new Error(`container ${container.name}: mountPath ${mount.mountPath} is not absolute`);
+    const mountPath = path.posix.normalize(mount.mountPath).replace(/\/+$/, "");
+    const localPath = path.join(rootDir, mountPath);
+    let target = volume.dir;
+    if (mount.subPath !== undefined && mount.subPath !== "") {
+      target = path.join(volume.dir, safeRelative(mount.subPath, `volumeMount ${mount.name} subPath`));
+      if (volume.kind === "emptyDir") await mkdir(target, { recursive: true }); // the kubelet creates a missing subPath dir
+      else await stat(target).catch(() => {
+        throw new Error(`container ${container.name}: volumeMount ${mount.name} subPath ${mount.subPath} is not in volume ${mount.name}`);
+      });
+    }
+    await replaceWithSymlink(localPath, target);
+    mounts.push({ mountPath, localPath, volumeName: mount.name, volumeKind: volume.kind });
+  }
+  return { mounts, rewritePath: prefixReplacer(mounts.map((m) => [m.mountPath, m.localPath] as const)) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running a container
+// ---------------------------------------------------------------------------------------------
+
+export interface RunContainerOptions {
+  podSpec: PodSpec;
+  containerName: string;
+  /** The pod's namespace: where its Secrets/ConfigMaps are looked up. */
+  namespace: string;
+  /** What the hook returned (plus given inputs such as the core CA ConfigMap). */
+  objects: readonly K8sObject[];
+  /** Per-test directory; the container's filesystem view lives in `dir/root`. */
+  dir: string;
+  /** Container executable → local executable, e.g. {"/usr/local/bin/etcd": "/usr/bin/etcd"}. */
+  binaries: Record<string, string>;
+  /** Container port → local port for listen addresses (0.0.0.0:p, 127.0.0.1:p, localhost:p, [::]:p). */
+  ports: Record<number, number>;
+  /** Container paths that are not volumes but must be mapped somewhere local (rarely needed). */
+  extraPaths?: Record<string, string>;
+}
+
+export interface RunningContainer extends ManagedProcess {
+  /** The final argv after the executable (for assertions). */
+  args: string[];
+  /** The executable actually run. */
+  executable: string;
+  mounts: MountedPath[];
+  /** Maps a container path (or any text with container paths in it) to this machine. */
+  rewritePath(text: string): string;
+}
+
+/** Kubernetes' $(VAR) expansion of command/args with the container's env; $$(VAR) escapes. */
+export function expandKubernetesVars(text: string, env: Record<string, string>): string {
+  return text.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g, (match, name: string | undefined) => {
+    if (match === "$$") return "$";
+    return name !== undefined && name in env ? env[name]! : match;
+  });
+}
+
+function containerEnv(container: Container, objects: readonly K8sObject[], namespace: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const entry of container.env ?? []) {
+    // Kubernetes expands $(VAR) in env values with the entries defined before this one.
+    if (entry.value !== undefined) {
+      env[entry.name] = expandKubernetesVars(entry.value, env);
+      continue;
+    }
+    const ref = entry.valueFrom?.secretKeyRef ?? entry.valueFrom?.configMapKeyRef;
+    if (entry.valueFrom === undefined) {
+      env[entry.name] = "";
+      continue;
+    }
+    if (ref === undefined) throw new Error(`container ${container.name}: env ${entry.name} uses valueFrom ${Object.keys(entry.valueFrom).join(",")}, not supported by the harness`);
+    const kind = entry.valueFrom.secretKeyRef ? "Secret" : "ConfigMap";
+    const name = required(ref.name, `container ${container.name}: env ${entry.name} ${kind} name`);
+    const object = findObject(objects, kind, namespace, name);
+    const value = object === undefined ? undefined : objectContent(object).get(ref.key);
+    if (value === undefined) {
+      if (ref.optional === true) continue;
+      if (object === undefined) throw missingObjectError(objects, kind, namespace, name, `env ${entry.name}`);
+      throw new Error(`${kind} ${namespace}/${name} has no key ${JSON.stringify(ref.key)} (used by env ${entry.name})`);
+    }
+    env[entry.name] = value.toString("utf8");
+  }
+  return env;
+}
+
+/** Rewrites listen/dial addresses on mapped container ports; refuses 0.0.0.0 on an unmapped one. */
+function portRewriter(ports: Record<number, number>, containerName: string): (arg: string) => string {
+  const pattern = /(?<![\w.])(0\.0\.0\.0|127\.0\.0\.1|localhost|\[::\]):(\d+)(?!\d)/g;
+  return (arg) =>
+    arg.replace(pattern, (match, host: string, port: string) => {
+      const local = ports[Number(port)];
+      if (local !== undefined) return `127.0.0.1:${local}`;
+      if (host === "0.0.0.0" || host === "[::]") {
+        throw new Error(`container ${containerName}: argument ${JSON.stringify(arg)} listens on ${match}, a fixed port; map port ${port} in \`ports\``);
+      }
+      return match;
+    });
+}
+
+// Flags whose value is a file or directory (--cacert, --key-file, --data-dir, ...). A path there
+// that no volume provides would make the process read or write this machine's real filesystem.
+const PATH_FLAG = /^--?[A-Za-z0-9-]*(?:file|dir|path|cert|key|ca)$/i;
+
+interface PathMapping {
+  containerPath: string;
+  localPath: string;
+  /** Content comes from the hook's objects, so a named file must exist. */
+  mustExist: boolean;
+}
+
+function pathsInFlagValues(args: readonly string[]): Array<{ arg: string; value: string }> {
+  const found: Array<{ arg: string; value: string }> = [];
+  args.forEach((arg, i) => {
+    const eq = arg.indexOf("=");
+    const flag = eq === -1 ? arg : arg.slice(0, eq);
+    if (!PATH_FLAG.test(flag)) return;
+    const value = eq === -1 ? (args[i + 1]?.startsWith("-") === false ? args[i + 1] : undefined) : arg.slice(eq + 1);
+    for (const part of (value ?? "").split(",")) if (part.startsWith("/")) found.push({ arg: eq === -1 ? `${arg} ${value}` : arg, value: part });
+  });
+  return found;
+}
+
+function containerPathsIn(arg: string, mappings: readonly PathMapping[]): Array<{ path: string; mapping: PathMapping }> {
+  const found: Array<{ path: string; mapping: PathMapping }> = [];
+  const sorted = [...mappings].sort((a, b) => b.containerPath.length - a.containerPath.length);
+  const pattern = new RegExp(`${PATH_START}((${sorted.map((m) => escapeRegExp(m.containerPath)).join("|")})${PATH_END}[^\\s,:;"')]*)`, "g");
+  if (sorted.length === 0) return found;
+  for (const match of arg.matchAll(pattern)) {
+    const mapping = sorted.find((m) => m.containerPath === match[3]);
+    if (mapping !== undefined) found.push({ path: match[2]!, mapping });
+  }
+  return found;
+}
+
+async function checkPaths(container: Container, argv: readonly string[], mappings: readonly PathMapping[]): Promise<void> {
+  for (const { arg, value } of pathsInFlagValues(argv)) {
+    const covered = mappings.some((m) => value === m.containerPath || value.startsWith(`${m.containerPath}/`));
+    if (!covered) {
+      throw new Error(`container ${container.name}: argument ${JSON.stringify(arg)} names ${value}, which is under no volumeMount (mounts: ${mappings.map((m) => m.containerPath).join(", ") || "<none>"})`);
+    }
+  }
+  for (const arg of argv) {
+    for (const { path: containerPath, mapping } of containerPathsIn(arg, mappings)) {
+      if (!mapping.mustExist) continue;
+      const local = mapping.localPath + containerPath.slice(mapping.containerPath.length);
+      const exists = await stat(local).then(() => true, () => false);
+      if (!exists) throw new Error(`container ${container.name}: argument ${JSON.stringify(arg)} names ${containerPath}, which the materialized volume at ${mapping.containerPath} does not contain`);
+    }
+  }
+}
+
+/**
+ * Runs one container of a pod spec as a local process: its exact command and args, with only the
+ * executable (through `binaries`), mount paths (to `dir/root/...`) and listen ports (through
+ * `ports`) rewritten, and its env set. Throws before starting when a Secret/ConfigMap/key is
+ * missing or an argument names a file its volumes do not provide.
+ */
+export async function runContainer(options: RunContainerOptions): Promise<RunningContainer> {
+  const { podSpec, containerName, namespace, objects, dir } = options;
+  const all = [...podSpec.containers, ...(podSpec.initContainers ?? [])];
+  const container = all.find((c) => c.name === containerName);
+  if (container === undefined) throw new Error(`no container ${containerName} in pod spec (has: ${all.map((c) => c.name).join(", ")})`);
+  const command = container.command ?? [];
+  if (command.length === 0) throw new Error(`container ${containerName} has no command; the harness cannot know the image's entrypoint`);
+
+  const rootDir = path.join(dir, "root");
+  const volumes = await materializeVolumes(podSpec, container, objects, rootDir, namespace);
+  const env = containerEnv(container, objects, namespace);
+
+  const extra = Object.entries(options.extraPaths ?? {});
+  const mappings: PathMapping[] = [
+    ...volumes.mounts.map((m) => ({ containerPath: m.mountPath, localPath: m.localPath, mustExist: m.volumeKind !== "emptyDir" })),
+    ...extra.map(([containerPath, localPath]) => ({ containerPath, localPath, mustExist: false })),
+  ];
+  const rewriteBinaries = prefixReplacer(Object.entries(options.binaries));
+  const rewritePaths = prefixReplacer(mappings.map((m) => [m.containerPath, m.localPath] as const));
+  const rewritePorts = portRewriter(options.ports, containerName);
+
+  const expanded = [...command, ...(container.args ?? [])].map((a) => expandKubernetesVars(a, env));
+  const [containerExecutable, ...containerArgs] = expanded as [string, ...string[]];
+  await checkPaths(container, containerArgs, mappings);
+
+  const executable = options.binaries[containerExecutable] ?? containerExecutable;
+  await assertExecutable(executable, `container ${containerName} runs ${containerExecutable}; map it in \`binaries\``);
+  // Binary paths are rewritten inside args too, for `sh -c "/usr/local/bin/etcdctl ..."` Jobs.
+  const args = containerArgs.map((a) => rewritePorts(rewritePaths(rewriteBinaries(a))));
+  const cwd = container.workingDir ? rewritePaths(container.workingDir) : path.join(dir, "cwd");
+  await mkdir(cwd, { recursive: true });
+
+  // The container's env plus PATH only: the developer's environment must not leak in.
+  const proc = spawnManaged(executable, args, { cwd, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env } });
+  const rewritePath = (text: string): string => rewritePaths(text);
+  return { ...proc, args, executable, mounts: volumes.mounts, rewritePath };
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP probes
+// ---------------------------------------------------------------------------------------------
+
+export interface HttpResponse {
+  status: number;
+  body: string;
+}
+
+/** Plain-HTTP GET (kubelet-style probe). Rejects on connection errors or after `timeoutMs`. */
+export function httpGet(url: string, timeoutMs = 5_000): Promise<HttpResponse> {
+  return new Promise((resolve, reject) => {
+    const request = http.get(url, { timeout: timeoutMs, agent: false }, (response) => {
+      let body = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk: string) => (body += chunk));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+      response.on("error", reject);
+    });
+    request.on("timeout", () => request.destroy(new Error(`GET ${url}: no answer within ${timeoutMs} ms`)));
+    request.on("error", reject);
+  });
+}
