@@ -1,0 +1,51 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ConfigError, loadConfig } from "../../hooks/config.ts";
+
+const base = { CORE_ETCD_ENDPOINTS: "https://10.0.0.1:2379,https://10.0.0.2:2379" };
+
+test("defaults fill every optional setting", () => {
+  assert.deepEqual(loadConfig(base), {
+    port: 8080,
+    host: "0.0.0.0",
+    coreEtcdEndpoints: ["https://10.0.0.1:2379", "https://10.0.0.2:2379"],
+    proxyNamespace: "kube-apiserver-storage",
+    coreCaConfigMap: "etcd-coreserving-ca",
+    coreClientSecret: "etcd-coreserving-cert",
+    tenantPrefixRoot: "/etcdstorage/",
+    etcdImage: "registry.k8s.io/etcd:3.6.14-0",
+    clusterDomain: "cluster.local",
+    logLevel: "info",
+    bodyLimitBytes: 8 * 1024 * 1024,
+  });
+});
+
+const refused: [string, Record<string, string>, RegExp][] = [
+  ["no endpoints", { CORE_ETCD_ENDPOINTS: "" }, /^CORE_ETCD_ENDPOINTS: is required/],
+  ["a plain-http endpoint", { CORE_ETCD_ENDPOINTS: "http://10.0.0.1:2379" }, /^CORE_ETCD_ENDPOINTS: .* must use https/],
+  ["an endpoint with a path", { CORE_ETCD_ENDPOINTS: "https://10.0.0.1:2379/x" }, /^CORE_ETCD_ENDPOINTS: /],
+  ["root /", { TENANT_PREFIX_ROOT: "/" }, /^TENANT_PREFIX_ROOT: /],
+  ["root inside /registry/", { TENANT_PREFIX_ROOT: "/registry/tenants/" }, /^TENANT_PREFIX_ROOT: .*overlaps/],
+  ["root equal to /registry/", { TENANT_PREFIX_ROOT: "/registry/" }, /^TENANT_PREFIX_ROOT: .*overlaps/],
+  ["root without trailing slash", { TENANT_PREFIX_ROOT: "/etcdstorage" }, /^TENANT_PREFIX_ROOT: .*start and end/],
+  ["an image without a tag", { ETCD_IMAGE: "registry.k8s.io/etcd" }, /^ETCD_IMAGE: /],
+  ["an old etcd 3.5", { ETCD_IMAGE: "registry.k8s.io/etcd:3.5.21-0" }, /^ETCD_IMAGE: .*3\.5\.33\+/],
+  ["an old etcd 3.6", { ETCD_IMAGE: "registry.k8s.io/etcd:3.6.4-0" }, /^ETCD_IMAGE: /],
+  ["etcd 3.4", { ETCD_IMAGE: "registry.k8s.io/etcd:3.4.23-0" }, /^ETCD_IMAGE: /],
+  ["a bad port", { PORT: "http" }, /^PORT: /],
+  ["a bad namespace", { PROXY_NAMESPACE: "Kube_System" }, /^PROXY_NAMESPACE: /],
+  ["a bad log level", { LOG_LEVEL: "loud" }, /^LOG_LEVEL: /],
+  ["a tiny body limit", { BODY_LIMIT_BYTES: "10" }, /^BODY_LIMIT_BYTES: /],
+];
+
+for (const [what, env, message] of refused) {
+  test(`refuses ${what}, naming the variable`, () => {
+    assert.throws(() => loadConfig({ ...base, ...env }), (error: unknown) => error instanceof ConfigError && message.test(error.message));
+  });
+}
+
+test("accepts supported etcd images, mirrors and digests", () => {
+  for (const image of ["registry.k8s.io/etcd:3.5.33-0", "registry.k8s.io/etcd:3.6.14-0", "registry.k8s.io/etcd:3.7.0-0", `mirror.example:5000/k8s/etcd:3.6.15-0@sha256:${"a".repeat(64)}`]) {
+    assert.equal(loadConfig({ ...base, ETCD_IMAGE: image }).etcdImage, image);
+  }
+});

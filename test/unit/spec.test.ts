@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { tenantNames, MAX_TENANT_NAME_LENGTH } from "../../hooks/names.ts";
+import { readSpec } from "../../hooks/spec.ts";
+import { etcdStorageSchema } from "../../hooks/schema.ts";
+
+const config = { proxyNamespace: "kube-apiserver-storage" };
+const parent = (spec: unknown, name = "sample") => ({ metadata: { name }, spec });
+const problems = (spec: unknown, name = "sample") => {
+  const result = readSpec(parent(spec, name), config);
+  assert.equal(result.valid, false, "expected an invalid spec");
+  return result.valid ? [] : result.problems;
+};
+
+test("defaults come from the schema", () => {
+  assert.deepEqual(readSpec(parent({}), config), {
+    valid: true,
+    spec: {
+      caCertConfigMap: [],
+      clientCertSecret: [],
+      replicas: 2,
+      deletionPolicy: "Delete",
+      signingCertificateValidity: 87600 * 3600_000,
+      servingCertificateValidity: 8760 * 3600_000,
+      clientCertificateValidity: 8760 * 3600_000,
+    },
+  });
+});
+
+test("the parent is never modified", () => {
+  const spec = { replicas: 3 };
+  readSpec(parent(spec), config);
+  assert.deepEqual(spec, { replicas: 3 });
+});
+
+const invalid: [string, unknown, RegExp][] = [
+  ["a malformed duration", { servingCertificateValidity: "1 year" }, /^spec\.servingCertificateValidity: must match pattern/],
+  ["a validity under 10m", { clientCertificateValidity: "5m" }, /^spec\.clientCertificateValidity: must be a duration between 10m/],
+  ["a leaf longer than its CA", { signingCertificateValidity: "100h", servingCertificateValidity: "200h", clientCertificateValidity: "50h" }, /^spec\.servingCertificateValidity: servingCertificateValidity must not be longer than signingCertificateValidity/],
+  ["zero replicas", { replicas: 0 }, /^spec\.replicas: must be >= 1 \(got 0\)/],
+  ["negative replicas", { replicas: -2 }, /^spec\.replicas: must be >= 1/],
+  ["a destination without namespace", { clientCertSecret: [{ name: "x" }] }, /^spec\.clientCertSecret\[0\]\.namespace: is required/],
+  ["a bad destination name", { caCertConfigMap: [{ name: "Bad_Name", namespace: "ns" }] }, /^spec\.caCertConfigMap\[0\]\.name: must match pattern/],
+  ["a duplicate destination", { caCertConfigMap: [{ name: "a", namespace: "b" }, { name: "a", namespace: "b" }] }, /^spec\.caCertConfigMap\[1\]: duplicate entry/],
+  ["an unknown deletion policy", { deletionPolicy: "Orphan" }, /^spec\.deletionPolicy: must be equal to one of the allowed values: Delete, Retain/],
+  ["a spec that is not an object", "yes", /^spec: must be object/],
+  ["a destination in the proxy namespace", { clientCertSecret: [{ name: "etcd-x-serving-ca", namespace: "kube-apiserver-storage" }] }, /^spec\.clientCertSecret\[0\]\.namespace: must not be the proxy namespace/],
+];
+for (const [what, spec, message] of invalid) {
+  test(`${what} is refused with the field named`, () => {
+    assert.ok(problems(spec).some((p) => message.test(p)), `no problem matches ${message}: ${JSON.stringify(problems(spec))}`);
+  });
+}
+
+test("names: only DNS-1035 labels short enough for every child name", () => {
+  assert.equal(MAX_TENANT_NAME_LENGTH, 47);
+  assert.ok(JSON.stringify(etcdStorageSchema).includes(`size(self.metadata.name) <= ${MAX_TENANT_NAME_LENGTH}`), "the schema's name rule follows names.ts");
+  const longest = `a${"b".repeat(MAX_TENANT_NAME_LENGTH - 1)}`;
+  assert.equal(readSpec(parent({}, longest), config).valid, true);
+  for (const name of Object.values(tenantNames(longest))) {
+    assert.ok(name.length <= 63 && /^[a-z]([-a-z0-9]*[a-z0-9])?$/.test(name), `${name} is a valid DNS-1035 label`);
+  }
+  for (const bad of [`${longest}c`, "1abc", "a.b", "registry/x", "a_b", "abc-"]) {
+    assert.match(problems({}, bad)[0]!, /^metadata\.name must be a DNS-1035 label/, bad);
+  }
+});
