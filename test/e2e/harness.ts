@@ -161,33 +161,48 @@ interface SpawnOptions {
   cwd: string;
 }
 
-function spawnManaged(file: string, args: readonly string[], options: SpawnOptions): ManagedProcess {
+interface SpawnedProcess extends ManagedProcess {
+  stdout(): string;
+  stderr(): string;
+}
+
+// After 'exit', wait this long for 'close' (end of output): a grandchild (an `sh -c` Job's
+// background process) holding the pipes open must not make `exited` hang.
+const CLOSE_AFTER_EXIT_MS = 1_000;
+
+function spawnManaged(file: string, args: readonly string[], options: SpawnOptions): SpawnedProcess {
   const child = spawn(file, args, {
     cwd: options.cwd,
     env: options.env,
     detached: false,
     stdio: ["ignore", "pipe", "pipe"],
   });
-  let output = "";
-  const append = (chunk: Buffer): void => {
-    output += chunk.toString("utf8");
-    if (output.length > MAX_LOG_CHARS) output = output.slice(-MAX_LOG_CHARS / 2);
+  const output = { all: "", stdout: "", stderr: "" };
+  const capped = (text: string): string => (text.length > MAX_LOG_CHARS ? text.slice(-MAX_LOG_CHARS / 2) : text);
+  const append = (stream: "stdout" | "stderr", chunk: Buffer): void => {
+    const text = chunk.toString("utf8");
+    output.all = capped(output.all + text);
+    output[stream] = capped(output[stream] + text);
   };
-  child.stdout?.on("data", append);
-  child.stderr?.on("data", append);
+  child.stdout?.on("data", (chunk: Buffer) => append("stdout", chunk));
+  child.stderr?.on("data", (chunk: Buffer) => append("stderr", chunk));
 
   const exited = new Promise<ExitStatus>((resolve) => {
-    // 'close' (not 'exit') so the logs are complete when this resolves.
     child.on("close", (code, signal) => resolve({ code, signal }));
+    child.on("exit", (code, signal) => {
+      setTimeout(() => resolve({ code, signal }), CLOSE_AFTER_EXIT_MS).unref();
+    });
     child.on("error", (error) => {
-      append(Buffer.from(`\n[harness] spawn error: ${error.message}\n`));
+      append("stderr", Buffer.from(`\n[harness] spawn error: ${error.message}\n`));
       if (child.pid === undefined) resolve({ code: null, signal: null });
     });
   });
 
-  const managed: ManagedProcess = {
+  const managed: SpawnedProcess = {
     process: child,
-    logs: () => output,
+    logs: () => output.all,
+    stdout: () => output.stdout,
+    stderr: () => output.stderr,
     exited,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) {
@@ -344,12 +359,17 @@ export interface EtcdctlCredentials {
 
 export const ETCDCTL = "/usr/bin/etcdctl";
 export const ETCD = "/usr/bin/etcd";
-// Short, so a refused or dead endpoint fails a probe in ~2 s instead of etcdctl's 5 s default.
+// Short, so a refused or dead endpoint fails fast. etcdctl 3.4 does not block on dialing: a
+// refused TLS handshake (e.g. no client certificate) ends only at the command timeout. A caller
+// needing longer passes its own --command-timeout in `args` (the last occurrence wins).
 const ETCDCTL_DIAL_TIMEOUT = "2s";
-const ETCDCTL_COMMAND_TIMEOUT = "5s";
+const ETCDCTL_COMMAND_TIMEOUT = "3s";
 const ETCDCTL_KILL_AFTER_MS = 15_000;
 
-/** Runs etcdctl (API v3) against `endpoint` with the given credentials; never throws on failure. */
+/**
+ * Runs etcdctl (API v3) against `endpoint` with the given credentials and short timeouts; a
+ * failed command is a non-zero `code`, not an exception.
+ */
 export async function runEtcdctl(
   endpoint: string,
   credentials: EtcdctlCredentials,
@@ -366,22 +386,15 @@ export async function runEtcdctl(
     ...args,
   ];
   // A minimal environment: the developer's ETCDCTL_* variables must not change what is tested.
-  const child = spawn(ETCDCTL, argv, {
+  const child = spawnManaged(ETCDCTL, argv, {
+    cwd: os.tmpdir(),
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ETCDCTL_API: "3" },
-    stdio: ["ignore", "pipe", "pipe"],
   });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
-  child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
   // Guard against a hung etcdctl (e.g. a watch) outliving the test.
-  const guard = setTimeout(() => child.kill("SIGKILL"), ETCDCTL_KILL_AFTER_MS);
+  const guard = setTimeout(() => child.process.kill("SIGKILL"), ETCDCTL_KILL_AFTER_MS);
   try {
-    const code = await new Promise<number | null>((resolve, reject) => {
-      child.on("error", reject);
-      child.on("close", (c) => resolve(c));
-    });
-    return { code, stdout, stderr };
+    const { code } = await child.exited;
+    return { code, stdout: child.stdout(), stderr: child.stderr() };
   } finally {
     clearTimeout(guard);
   }
@@ -935,8 +948,8 @@ function pathsInFlagValues(args: readonly string[]): Array<{ arg: string; value:
 function containerPathsIn(arg: string, mappings: readonly PathMapping[]): Array<{ path: string; mapping: PathMapping }> {
   const found: Array<{ path: string; mapping: PathMapping }> = [];
   const sorted = [...mappings].sort((a, b) => b.containerPath.length - a.containerPath.length);
-  const pattern = new RegExp(`${PATH_START}((${sorted.map((m) => escapeRegExp(m.containerPath)).join("|")})${PATH_END}[^\\s,:;"')]*)`, "g");
   if (sorted.length === 0) return found;
+  const pattern = new RegExp(`${PATH_START}((${sorted.map((m) => escapeRegExp(m.containerPath)).join("|")})${PATH_END}[^\\s,:;"')]*)`, "g");
   for (const match of arg.matchAll(pattern)) {
     const mapping = sorted.find((m) => m.containerPath === match[3]);
     if (mapping !== undefined) found.push({ path: match[2]!, mapping });
