@@ -1,0 +1,199 @@
+// Contract: fixture requests through the HTTP server, answers checked against Metacontroller's
+// hook format and every child against the upstream Kubernetes schemas.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { PassThrough } from "node:stream";
+import { after, before, describe, test } from "node:test";
+import { Deployment } from "kubernetes-models/apps/v1/Deployment";
+import { Job } from "kubernetes-models/batch/v1/Job";
+import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
+import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
+import { Secret } from "kubernetes-models/v1/Secret";
+import { Service } from "kubernetes-models/v1/Service";
+import type { FastifyInstance } from "fastify";
+import { buildApp } from "../../hooks/app.ts";
+import type { HookResponse, KubeObject } from "../../hooks/observed.ts";
+import { nextRequest, testConfig, unb64 } from "../support/requests.ts";
+
+const fixture = (name: string) => JSON.parse(readFileSync(new URL(`../fixtures/${name}`, import.meta.url), "utf8"));
+const HOOK_RESPONSE_FIELDS = new Set(["status", "children", "resyncAfterSeconds", "finalized"]);
+const MODELS: Record<string, new (object: never) => { validate(): void }> = {
+  Deployment,
+  Service,
+  PodDisruptionBudget,
+  Secret,
+  ConfigMap,
+  Job,
+};
+
+export function assertValidChildren(children: KubeObject[]): void {
+  for (const child of children) {
+    const Model = MODELS[child.kind];
+    assert.ok(Model, `unexpected child kind ${child.kind}`);
+    assert.doesNotThrow(() => new Model(structuredClone(child) as never).validate(), `${child.kind} ${child.metadata.namespace}/${child.metadata.name} fails the Kubernetes schema`);
+    assert.ok(child.metadata.namespace, `${child.kind} ${child.metadata.name} has an explicit namespace`);
+    assert.ok(!("status" in child), "no status in desired children");
+  }
+}
+
+describe("hook server contract", () => {
+  let app: FastifyInstance;
+  const logs = new PassThrough();
+  let logText = "";
+  logs.on("data", (chunk) => (logText += chunk));
+  const config = testConfig({ LOG_LEVEL: "info" });
+  const now = new Date("2026-11-22T12:00:00Z");
+
+  before(async () => {
+    app = buildApp(config, { now: () => now, logStream: logs });
+    await app.ready();
+  });
+  after(() => app.close());
+
+  const post = (url: string, payload: unknown) => app.inject({ method: "POST", url, payload: payload as object });
+
+  test("POST /sync answers the hook format with valid children, and is a fixed point", async () => {
+    const request = fixture("sync-request.json");
+    const reply = await post("/sync", request);
+    assert.equal(reply.statusCode, 200, reply.body);
+    const response = reply.json() as HookResponse;
+    assert.deepEqual(Object.keys(response).filter((k) => !HOOK_RESPONSE_FIELDS.has(k)), []);
+    assertValidChildren(response.children);
+    assert.deepEqual(
+      response.children.map((c) => `${c.kind} ${c.metadata.namespace}/${c.metadata.name}`).sort(),
+      [
+        "ConfigMap kube-apiserver-storage/etcd-sample-apiserver-trusted-ca",
+        "ConfigMap sample-system/etcd-serving-ca",
+        "Deployment kube-apiserver-storage/etcd-sample-apiserver",
+        "PodDisruptionBudget kube-apiserver-storage/etcd-sample-apiserver",
+        "Secret kube-apiserver-storage/etcd-sample-apiserver-client-ca",
+        "Secret kube-apiserver-storage/etcd-sample-apiserver-server-tls",
+        "Secret kube-apiserver-storage/etcd-sample-apiserver-serving-ca",
+        "Secret sample-system/etcd-client-cert",
+        "Service kube-apiserver-storage/etcd-sample-apiserver",
+      ],
+    );
+    assert.equal((response.status as any).prefix, "/etcdstorage/sample-apiserver/");
+    assert.equal((response.status as any).endpoint, "https://etcd-sample-apiserver.kube-apiserver-storage.svc:2379");
+    const conditions = (response.status as any).conditions as { type: string; status: string }[];
+    assert.deepEqual(conditions.map((c) => [c.type, c.status]), [["Ready", "False"], ["ProxyAvailable", "False"], ["CertificatesReady", "True"], ["CoreCredentialsReady", "True"]]);
+
+    const again = (await post("/sync", nextRequest(request, response))).json() as HookResponse;
+    assert.deepEqual(again.children, response.children, "feeding the answer back changes no child");
+  });
+
+  test("Secrets carry base64 data only; private keys never in a ConfigMap; CA keys never leave the proxy namespace", async () => {
+    const response = (await post("/sync", fixture("sync-request.json"))).json() as HookResponse;
+    for (const child of response.children) {
+      assert.ok(!("stringData" in child));
+      if (child.kind === "ConfigMap") assert.doesNotMatch(JSON.stringify(child), /PRIVATE KEY/);
+      if (child.kind === "Secret") {
+        assert.equal(child.type, "kubernetes.io/tls");
+        const data = child.data as Record<string, string>;
+        const caKeys = Object.entries(data).filter(([key]) => key !== "tls.key").map(([, value]) => unb64(value));
+        assert.ok(caKeys.every((pem) => !pem.includes("PRIVATE KEY")), "private keys only under tls.key / successor.key");
+        if (child.metadata.namespace !== config.proxyNamespace) {
+          assert.deepEqual(Object.keys(data).sort(), ["ca.crt", "tls.crt", "tls.key"]);
+        }
+      }
+    }
+  });
+
+  test("the destination Secret's client certificate is issued by the client CA, and its ca.crt is the serving CA bundle", async () => {
+    const response = (await post("/sync", fixture("sync-request.json"))).json() as HookResponse;
+    const get = (ns: string, name: string) => response.children.find((c) => c.metadata.namespace === ns && c.metadata.name === name)!;
+    const destination = get("sample-system", "etcd-client-cert").data as Record<string, string>;
+    const servingCa = get(config.proxyNamespace, "etcd-sample-apiserver-serving-ca").data as Record<string, string>;
+    const { X509Certificate } = await import("node:crypto");
+    const clientCa = new X509Certificate(unb64((get(config.proxyNamespace, "etcd-sample-apiserver-client-ca").data as Record<string, string>)["tls.crt"]));
+    assert.ok(new X509Certificate(unb64(destination["tls.crt"])).verify(clientCa.publicKey));
+    assert.equal(unb64(destination["ca.crt"]), unb64(servingCa["ca.crt"]));
+    assert.equal((get("sample-system", "etcd-serving-ca").data as Record<string, string>)["ca.crt"], unb64(servingCa["ca.crt"]));
+  });
+
+  test("POST /customize asks for the core CA ConfigMap and client Secret", async () => {
+    const reply = await post("/customize", fixture("customize-request.json"));
+    assert.equal(reply.statusCode, 200);
+    assert.deepEqual(reply.json(), {
+      relatedResources: [
+        { apiVersion: "v1", resource: "configmaps", namespace: "kube-apiserver-storage", names: ["etcd-coreserving-ca"] },
+        { apiVersion: "v1", resource: "secrets", namespace: "kube-apiserver-storage", names: ["etcd-coreserving-cert"] },
+      ],
+    });
+  });
+
+  test("POST /finalize answers the hook format", async () => {
+    const reply = await post("/finalize", fixture("finalize-request.json"));
+    assert.equal(reply.statusCode, 200, reply.body);
+    const response = reply.json() as HookResponse;
+    assert.deepEqual(Object.keys(response).filter((k) => !HOOK_RESPONSE_FIELDS.has(k)), []);
+    assert.equal(response.finalized, false);
+    assertValidChildren(response.children);
+  });
+
+  test("an invalid parent gets Ready=False with the reason, and no child the API server would reject", async () => {
+    const request = fixture("sync-request.json");
+    request.parent.metadata.name = "Not_A.Valid-Name";
+    request.parent.spec.replicas = 0;
+    const response = (await post("/sync", request)).json() as HookResponse;
+    assert.deepEqual(response.children, []);
+    const readyCondition = (response.status as any).conditions[0];
+    assert.equal(readyCondition.status, "False");
+    assert.equal(readyCondition.reason, "InvalidSpec");
+    assert.match(readyCondition.message, /metadata\.name must be a DNS-1035 label/);
+    assert.match(readyCondition.message, /spec\.replicas: must be >= 1 \(got 0\)/);
+  });
+
+  const badRequests: [string, string, string | object, number, RegExp][] = [
+    ["malformed JSON", "/sync", "{not json", 400, /"code":"FST_ERR_CTP_INVALID_JSON|Body is not valid JSON|Unexpected/],
+    ["no parent", "/sync", { children: {} }, 400, /body: is required|parent/],
+    ["no children", "/sync", { parent: fixture("sync-request.json").parent }, 400, /children/],
+    ["a parent of another kind", "/sync", { ...fixture("sync-request.json"), parent: { ...fixture("sync-request.json").parent, kind: "Pod" } }, 400, /parent\.kind/],
+    ["children of the wrong shape", "/finalize", { ...fixture("sync-request.json"), children: { "Secret.v1": { "ns/x": "text" } } }, 400, /children\.Secret\.v1\.ns\/x: must be object/],
+    ["a customize request without parent", "/customize", {}, 400, /parent/],
+  ];
+  for (const [what, url, payload, status, body] of badRequests) {
+    test(`${what} → ${status} with a JSON error naming the problem`, async () => {
+      const reply = typeof payload === "string" ? await app.inject({ method: "POST", url, payload, headers: { "content-type": "application/json" } }) : await post(url, payload);
+      assert.equal(reply.statusCode, status, reply.body);
+      assert.equal(reply.headers["content-type"]?.toString().startsWith("application/json"), true);
+      assert.match(reply.body, body);
+    });
+  }
+
+  test("an oversized body → 413", async () => {
+    const small = buildApp(testConfig({ BODY_LIMIT_BYTES: "65536" }));
+    const reply = await small.inject({ method: "POST", url: "/sync", payload: { ...fixture("sync-request.json"), padding: "x".repeat(70_000) } });
+    assert.equal(reply.statusCode, 413);
+    assert.equal(reply.json().code, "FST_ERR_CTP_BODY_TOO_LARGE");
+    await small.close();
+  });
+
+  test("wrong method → 405 with Allow; unknown route → 404", async () => {
+    const get = await app.inject({ method: "GET", url: "/sync" });
+    assert.equal(get.statusCode, 405);
+    assert.equal(get.headers.allow, "POST");
+    const missing = await app.inject({ method: "POST", url: "/nope", payload: {} });
+    assert.equal(missing.statusCode, 404);
+    assert.equal(missing.json().code, "NotFound");
+  });
+
+  test("GET /healthz", async () => {
+    const reply = await app.inject({ method: "GET", url: "/healthz" });
+    assert.equal(reply.statusCode, 200);
+  });
+
+  test("logs: one JSON line per hook call, no secret material", async () => {
+    logText = "";
+    const request = fixture("sync-request.json");
+    const response = (await post("/sync", request)).json() as HookResponse;
+    await post("/sync", nextRequest(request, response));
+    const lines = logText.trim().split("\n").map((line) => JSON.parse(line));
+    const calls = lines.filter((line) => line.msg === "hook call");
+    assert.equal(calls.length, 2);
+    assert.deepEqual(Object.keys(calls[0]).filter((k) => ["hook", "tenant", "outcome", "durationMs"].includes(k)).sort(), ["durationMs", "hook", "outcome", "tenant"]);
+    assert.doesNotMatch(logText, /PRIVATE KEY|BEGIN CERTIFICATE/);
+    const secretValues = response.children.filter((c) => c.kind === "Secret").flatMap((c) => Object.values(c.data as Record<string, string>));
+    for (const value of secretValues) assert.ok(!logText.includes(value.slice(0, 40)), "no base64 Secret data in the logs");
+  });
+});
