@@ -25,7 +25,7 @@ export function cleanupPrefix(tenant: string, config: Config): string {
 }
 
 export function cleanupCommand(tenant: string, config: Config): string[] {
-  return [ETCDCTL_BINARY, ...coreEtcdFlags(config), "--dial-timeout=10s", "--command-timeout=60s", "del", "--prefix=true", cleanupPrefix(tenant, config)];
+  return [ETCDCTL_BINARY, ...coreEtcdFlags(config), "--dial-timeout=10s", "--command-timeout=30s", "del", "--prefix=true", cleanupPrefix(tenant, config)];
 }
 
 export function buildCleanupJob(tenant: string, config: Config): KubeObject {
