@@ -26,7 +26,7 @@ export interface CaPlan {
   acceptedIssuers: ParsedCert[];
   /** The issuing CA could not sign: leaves are only replaced when broken, so clients are not cut off. */
   degraded: boolean;
-  /** The trust bundle: issuing, successor, then retired CAs until they expire. */
+  /** The trust bundle: every CA still trusted (issuing, successor, retired until expiry), oldest first. */
   bundlePem: string;
   entries: { role: "Issuing" | "Successor" | "Retired"; cert: ParsedCert; renewAt: Date }[];
   nextStepAt: Date;
@@ -91,7 +91,10 @@ export async function reconcileCa(input: { observed: Record<string, string | und
   const issuer = active ?? successor!;
   const successorPromotion = successor ? promotionTime(successor.cert, (active?.cert ?? latest(previous))?.notAfter) : undefined;
   const retired = unique(previous.filter((cert) => alive(cert) && cert.pem !== active?.certPem && cert.pem !== successor?.certPem));
-  const published = unique([active?.cert, successor?.cert, ...retired].filter((c): c is ParsedCert => c !== undefined));
+  // Oldest first: a promotion changes which CA signs, not the bundle, so it rolls no consumer.
+  const published = unique([active?.cert, successor?.cert, ...retired].filter((c): c is ParsedCert => c !== undefined)).sort(
+    (x, y) => x.notBefore.getTime() - y.notBefore.getTime() || x.x509.fingerprint256.localeCompare(y.x509.fingerprint256),
+  );
 
   const entries: CaPlan["entries"] = [
     ...(active ? [{ role: "Issuing" as const, cert: active.cert, renewAt: successor ? active.cert.notAfter : renewalTime(active.cert) }] : []),
