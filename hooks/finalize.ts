@@ -6,7 +6,7 @@ import { buildCleanupJob, UnsafePrefixError } from "./children/cleanup-job.ts";
 import type { Config } from "./config.ts";
 import { tenantNames, tenantPrefix } from "./names.ts";
 import { findObject, type HookRequest, type KubeObject } from "./observed.ts";
-import { withTransitionTimes, type ConditionInput } from "./status.ts";
+import { objectList, withTransitionTimes, type ConditionInput } from "./status.ts";
 import { tenantEndpoint, type HookResult } from "./sync.ts";
 
 /** How long a failed cleanup Job stays (and its failure shows in status) before a new one replaces it. */
@@ -65,14 +65,14 @@ export async function finalize(request: HookRequest, config: Config, now: Date):
 
   // 2. The cleanup Job, then 3. finalized when it has succeeded.
   const observedJob = findObject(request.children, "Job", config.proxyNamespace, names.cleanupJob);
-  const conditions = ((observedJob?.status as { conditions?: JobCondition[] } | undefined)?.conditions ?? []).filter((c) => c.status === "True");
+  const conditions = objectList<JobCondition>((observedJob?.status as { conditions?: unknown } | null | undefined)?.conditions).filter((c) => c.status === "True");
   const prefix = tenantPrefix(config.tenantPrefixRoot, tenant);
   if (conditions.some((c) => c.type === "Complete")) return answer(cleanup("True", "KeysDeleted", `every key under ${prefix} was deleted`), [job], true);
   const failed = conditions.find((c) => c.type === "Failed");
   if (failed) {
-    const failedAt = Date.parse(failed.lastTransitionTime ?? "") || now.getTime();
-    const retryIn = Math.ceil((failedAt + CLEANUP_RETRY_DELAY_SECONDS * 1000 - now.getTime()) / 1000);
-    const message = `deleting ${prefix} failed (${failed.reason ?? "Failed"}: ${failed.message ?? "no message"}); a new Job retries ${retryIn > 0 ? `in ${retryIn}s` : "now"}`;
+    const failedAt = Date.parse(String(failed.lastTransitionTime)) || now.getTime();
+    const retryIn = Math.min(CLEANUP_RETRY_DELAY_SECONDS, Math.ceil((failedAt + CLEANUP_RETRY_DELAY_SECONDS * 1000 - now.getTime()) / 1000));
+    const message = `deleting ${prefix} failed (${String(failed.reason ?? "Failed")}: ${String(failed.message ?? "no message")}); a new Job retries ${retryIn > 0 ? `in ${retryIn}s` : "now"}`;
     // Omitting the failed Job makes Metacontroller delete it; the next call creates a fresh one.
     return answer(cleanup("False", "CleanupFailed", message), retryIn > 0 ? [job] : [], false, Math.max(retryIn, 1));
   }

@@ -3,18 +3,23 @@
 import type { Condition, KubeObject } from "./observed.ts";
 import { rfc3339 } from "./time.ts";
 
+const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
+
 export type ConditionInput = Omit<Condition, "lastTransitionTime" | "observedGeneration">;
 
 export function proxyAvailable(deployment: KubeObject | undefined): ConditionInput {
   const type = "ProxyAvailable";
   if (!deployment) return { type, status: "False", reason: "DeploymentMissing", message: "the proxy Deployment does not exist yet" };
-  const status = (deployment.status ?? {}) as { availableReplicas?: number; conditions?: { type: string; status: string; reason?: string }[] };
-  const wanted = (deployment.spec as { replicas?: number } | undefined)?.replicas ?? 1;
-  const available = status.availableReplicas ?? 0;
-  const deploymentAvailable = status.conditions?.find((c) => c.type === "Available");
+  // Observed objects are whatever the cluster holds: read every field defensively.
+  const status = (deployment.status ?? {}) as { availableReplicas?: unknown; conditions?: unknown };
+  const replicas = (deployment.spec as { replicas?: unknown } | null | undefined)?.replicas;
+  const wanted = typeof replicas === "number" ? replicas : 1;
+  const available = typeof status.availableReplicas === "number" ? status.availableReplicas : 0;
+  const deploymentAvailable = objectList<{ type?: unknown; status?: unknown; reason?: unknown }>(status.conditions).find((c) => c.type === "Available");
+  const reason = typeof deploymentAvailable?.reason === "string" && /^[A-Za-z][A-Za-z0-9_,:]*$/.test(deploymentAvailable.reason) ? deploymentAvailable.reason : undefined;
   const message = `${available}/${wanted} proxy pods available`;
-  if (deploymentAvailable?.status === "True" && available > 0) return { type, status: "True", reason: deploymentAvailable.reason ?? "MinimumReplicasAvailable", message };
-  return { type, status: "False", reason: deploymentAvailable?.reason ?? "ProxyStarting", message };
+  if (deploymentAvailable?.status === "True" && available > 0) return { type, status: "True", reason: reason ?? "MinimumReplicasAvailable", message };
+  return { type, status: "False", reason: reason ?? "ProxyStarting", message };
 }
 
 /** Ready is True only when every other condition is; otherwise it carries the first failure's reason. */
@@ -27,7 +32,13 @@ export function ready(parts: ConditionInput[], readyMessage: string): ConditionI
 export function withTransitionTimes(conditions: ConditionInput[], previous: Condition[] | undefined, now: Date, generation: number | undefined): Condition[] {
   return conditions.map((condition) => {
     const before = previous?.find((p) => p.type === condition.type);
-    const lastTransitionTime = before && before.status === condition.status && typeof before.lastTransitionTime === "string" ? before.lastTransitionTime : rfc3339(now);
+    const carried = before?.status === condition.status && typeof before.lastTransitionTime === "string" && RFC3339.test(before.lastTransitionTime);
+    const lastTransitionTime = carried ? before.lastTransitionTime : rfc3339(now);
     return { ...condition, lastTransitionTime, ...(generation !== undefined ? { observedGeneration: generation } : {}) };
   });
+}
+
+/** The objects of a list field, or none when the field is not a list. */
+export function objectList<T>(value: unknown): T[] {
+  return Array.isArray(value) ? value.filter((item): item is T => item !== null && typeof item === "object") : [];
 }

@@ -1,0 +1,285 @@
+// The install manifests against the schemas that will judge them: Kubernetes' own (through
+// kubernetes-models), Metacontroller's CompositeController fields, and ours (the CRD must be
+// exactly what scripts/generate-crd.ts builds from schemas/).
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { Ajv } from "ajv";
+import { loadAll, YAML11_SCHEMA } from "js-yaml";
+import { CustomResourceDefinition } from "kubernetes-models/apiextensions.k8s.io/v1";
+import { Deployment } from "kubernetes-models/apps/v1";
+import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
+import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
+import { Namespace, Service, ServiceAccount } from "kubernetes-models/v1";
+import { DEFAULTS } from "../../hooks/config.ts";
+import { API_VERSION, KIND } from "../../hooks/names.ts";
+import { CHILD_TYPES } from "../../hooks/observed.ts";
+import { etcdStorageSchema } from "../../hooks/schema.ts";
+import { readSpec } from "../../hooks/spec.ts";
+import { buildCrd } from "../../scripts/generate-crd.ts";
+import { restrictedViolations } from "../support/pod-security.ts";
+
+// Manifests are untyped YAML; the checks below are what gives them a shape.
+type Manifest = any;
+
+const MANIFESTS_DIR = fileURLToPath(new URL("../../manifests/", import.meta.url));
+const EXAMPLE = "example-etcdstorage.yaml";
+const files = readdirSync(MANIFESTS_DIR).filter((file) => /\.ya?ml$/.test(file)).sort();
+
+function load(file: string): Manifest[] {
+  return loadAll(readFileSync(MANIFESTS_DIR + file, "utf8")).filter((doc) => doc !== null && doc !== undefined);
+}
+
+const all = () => files.flatMap((file) => load(file).map((object) => ({ file, object })));
+const find = (kind: string, name?: string): Manifest => {
+  const found = all().filter(({ object }) => object.kind === kind && (name === undefined || object.metadata?.name === name));
+  assert.equal(found.length, 1, `expected exactly one ${kind}${name ? ` ${name}` : ""} under manifests/, found ${found.length}`);
+  return found[0]!.object;
+};
+
+// Every file parses, the same way under YAML 1.2 and 1.1.
+for (const file of files) {
+  test(`${file}: every document parses as a typed object`, () => {
+    const documents = load(file);
+    assert.ok(documents.length > 0, "no document");
+    for (const doc of documents) {
+      assert.equal(typeof doc, "object");
+      assert.equal(typeof doc.apiVersion, "string", "apiVersion");
+      assert.equal(typeof doc.kind, "string", "kind");
+    }
+    // kubectl reads YAML 1.1, where an unquoted yes, on or True is a boolean: both readings must agree.
+    assert.deepEqual(loadAll(readFileSync(MANIFESTS_DIR + file, "utf8"), { schema: YAML11_SCHEMA }).filter((doc) => doc != null), documents);
+  });
+}
+
+// The CRD cannot drift from schemas/.
+test("manifests/crd.yaml is exactly what scripts/generate-crd.ts builds from schemas/", () => {
+  const [crd, ...rest] = load("crd.yaml");
+  assert.equal(rest.length, 0);
+  assert.deepEqual(crd, JSON.parse(JSON.stringify(buildCrd())), "manifests/crd.yaml is stale: run `npm run generate:crd`");
+});
+
+// Every object against the schema that will judge it.
+const KUBERNETES_KINDS: Record<string, (object: Manifest) => void> = {
+  "v1 Namespace": (o) => new Namespace(o).validate(),
+  "v1 ServiceAccount": (o) => new ServiceAccount(o).validate(),
+  "v1 Service": (o) => new Service(o).validate(),
+  "apps/v1 Deployment": (o) => new Deployment(o).validate(),
+  "policy/v1 PodDisruptionBudget": (o) => new PodDisruptionBudget(o).validate(),
+  "networking.k8s.io/v1 NetworkPolicy": (o) => new NetworkPolicy(o).validate(),
+  "apiextensions.k8s.io/v1 CustomResourceDefinition": (o) => new CustomResourceDefinition(o).validate(),
+};
+// Kinds that are checked by their own test below.
+const OTHER_KINDS = [`${API_VERSION} ${KIND}`, "metacontroller.k8s.io/v1alpha1 CompositeController", "kustomize.config.k8s.io/v1beta1 Kustomization"];
+
+test("every Kubernetes object validates against the upstream schema of its kind", () => {
+  for (const { file, object } of all()) {
+    const kind = `${object.apiVersion} ${object.kind}`;
+    const validate = KUBERNETES_KINDS[kind];
+    assert.ok(validate || OTHER_KINDS.includes(kind), `${file}: ${kind} is checked by no test here; add it`);
+    if (!validate) continue;
+    try {
+      validate(object);
+    } catch (error) {
+      assert.fail(`${file}: ${kind} ${object.metadata?.name}: ${(error as Error).message}`);
+    }
+  }
+});
+
+test("the CRD schema is structural, which kubernetes-models does not check (it ignores x-kubernetes-*)", () => {
+  const crd = find("CustomResourceDefinition");
+  const schema = crd.spec.versions[0].schema.openAPIV3Schema;
+  assert.deepEqual(structuralProblems(schema), []);
+  assert.deepEqual(Object.keys(schema.properties.metadata), ["type"], "the API server allows no schema for metadata beyond name and generateName");
+});
+
+test("the example EtcdStorage is valid for our own schema and for the hooks", () => {
+  const example = find(KIND, "sample-apiserver");
+  assert.equal(example.apiVersion, API_VERSION);
+  assert.deepEqual(unknownFields({ ...example, metadata: {} }, etcdStorageSchema), [], "the API server would drop these fields");
+  const result = readSpec(example, { proxyNamespace: proxyNamespace() });
+  assert.ok(result.valid, result.valid ? "" : result.problems.join("\n"));
+});
+
+test("the proxy namespace the hooks are configured with is the one namespace.yaml creates", () => {
+  const created = load("namespace.yaml").filter((o) => o.kind === "Namespace").map((o) => o.metadata.name);
+  assert.deepEqual(created, [proxyNamespace()]);
+});
+
+// The CompositeController fields this project uses, as Metacontroller's CRD
+// (compositecontrollers.metacontroller.k8s.io) defines them; unknown fields are refused so
+// that a misspelt field cannot be silently ignored by Metacontroller.
+const webhookSchema = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    url: { type: "string" },
+    path: { type: "string", pattern: "^/" },
+    timeout: { type: "string", pattern: "^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$" },
+    service: {
+      type: "object",
+      additionalProperties: false,
+      required: ["name", "namespace"],
+      properties: { name: { type: "string" }, namespace: { type: "string" }, port: { type: "integer", minimum: 1, maximum: 65535 }, protocol: { enum: ["http", "https"] } },
+    },
+  },
+  oneOf: [{ required: ["url"] }, { required: ["service"] }],
+};
+const hookSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["webhook"],
+  properties: { version: { enum: ["v1", "v2"] }, webhook: webhookSchema },
+};
+const compositeControllerSchema = {
+  type: "object",
+  required: ["apiVersion", "kind", "metadata", "spec"],
+  properties: {
+    apiVersion: { const: "metacontroller.k8s.io/v1alpha1" },
+    kind: { const: "CompositeController" },
+    metadata: { type: "object", required: ["name"], properties: { name: { type: "string" } } },
+    spec: {
+      type: "object",
+      additionalProperties: false,
+      required: ["parentResource", "childResources", "hooks"],
+      properties: {
+        parentResource: {
+          type: "object",
+          additionalProperties: false,
+          required: ["apiVersion", "resource"],
+          properties: { apiVersion: { type: "string" }, resource: { type: "string" } },
+        },
+        childResources: {
+          type: "array",
+          items: {
+            type: "object",
+            additionalProperties: false,
+            required: ["apiVersion", "resource"],
+            properties: {
+              apiVersion: { type: "string" },
+              resource: { type: "string" },
+              updateStrategy: {
+                type: "object",
+                additionalProperties: false,
+                properties: { method: { enum: ["OnDelete", "Recreate", "InPlace", "RollingRecreate", "RollingInPlace"] } },
+              },
+            },
+          },
+        },
+        hooks: { type: "object", additionalProperties: false, properties: { sync: hookSchema, finalize: hookSchema, customize: hookSchema } },
+        resyncPeriodSeconds: { type: "integer", minimum: 1, maximum: 2147483647 },
+        generateSelector: { type: "boolean" },
+      },
+    },
+  },
+};
+
+test("the CompositeController has Metacontroller's shape, every child type with an update method, and v2 hooks", () => {
+  const controller = find("CompositeController");
+  const validate = new Ajv({ allErrors: true, strict: true, strictRequired: false }).compile<Manifest>(compositeControllerSchema);
+  assert.ok(validate(controller), JSON.stringify(validate.errors, null, 2));
+
+  const declared = controller.spec.childResources.map((c: Manifest) => `${c.apiVersion} ${c.resource}`).sort();
+  const expected = Object.values(CHILD_TYPES).map((t) => `${t.apiVersion} ${t.resource}`).sort();
+  assert.deepEqual(declared, expected, "childResources must be exactly CHILD_TYPES of hooks/observed.ts");
+  for (const child of controller.spec.childResources) {
+    // Metacontroller's default, OnDelete, never updates an existing child: renewals would be lost.
+    assert.ok(child.updateStrategy?.method && child.updateStrategy.method !== "OnDelete", `${child.resource}: needs an explicit updateStrategy.method other than OnDelete`);
+  }
+  for (const hook of ["sync", "finalize", "customize"]) assert.equal(controller.spec.hooks[hook]?.version, "v2", `hooks.${hook}.version`);
+  assert.equal(controller.spec.generateSelector, true);
+
+  const crd = find("CustomResourceDefinition");
+  assert.deepEqual(controller.spec.parentResource, { apiVersion: `${crd.spec.group}/${crd.spec.versions[0].name}`, resource: crd.spec.names.plural });
+});
+
+test("every hook webhook reaches the hook Service, whose port leads to the hook container", () => {
+  const controller = find("CompositeController");
+  const deployment = find("Deployment", "etcdstorage-hooks");
+  const container = deployment.spec.template.spec.containers[0];
+  for (const [name, hook] of Object.entries<Manifest>(controller.spec.hooks)) {
+    const target = hook.webhook.service;
+    const service = find("Service", target.name);
+    assert.equal(service.metadata.namespace, target.namespace, `hooks.${name}`);
+    const port = service.spec.ports.find((p: Manifest) => p.port === target.port);
+    assert.ok(port, `hooks.${name}: Service ${target.name} has no port ${target.port}`);
+    const containerPort = container.ports.find((p: Manifest) => p.name === port.targetPort || p.containerPort === port.targetPort);
+    assert.equal(containerPort?.containerPort, Number(envOf(container, "PORT") ?? DEFAULTS.PORT), "the Service's targetPort is not the port the hooks listen on");
+  }
+  const policy = find("NetworkPolicy", "etcdstorage-hooks");
+  assert.deepEqual(policy.spec.ingress.flatMap((rule: Manifest) => rule.ports.map((p: Manifest) => p.port)), [Number(DEFAULTS.PORT)]);
+});
+
+// The kustomization installs everything but the example.
+test("kustomization.yaml lists every manifest but the example", () => {
+  const kustomization = find("Kustomization");
+  const expected = files.filter((file) => file !== "kustomization.yaml" && file !== EXAMPLE).sort();
+  assert.deepEqual([...kustomization.resources].sort(), expected);
+});
+
+// The hook pods are admitted where the restricted profile is enforced.
+test("the hook pods meet the restricted Pod Security Standard their namespace enforces", () => {
+  const deployment = find("Deployment", "etcdstorage-hooks");
+  const template = deployment.spec.template;
+  assert.deepEqual(restrictedViolations(template.spec, template.metadata?.annotations), []);
+  for (const name of [deployment.metadata.namespace, proxyNamespace()]) {
+    assert.equal(find("Namespace", name).metadata.labels?.["pod-security.kubernetes.io/enforce"], "restricted", `namespace ${name}`);
+  }
+});
+
+function proxyNamespace(): string {
+  const container = find("Deployment", "etcdstorage-hooks").spec.template.spec.containers[0];
+  return envOf(container, "PROXY_NAMESPACE") ?? DEFAULTS.PROXY_NAMESPACE;
+}
+
+function envOf(container: Manifest, name: string): string | undefined {
+  return container.env?.find((e: Manifest) => e.name === name)?.value;
+}
+
+/**
+ * What the API server refuses in a CRD schema and kubernetes-models does not check.
+ * https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#specifying-a-structural-schema
+ */
+function structuralProblems(node: Manifest, path = "openAPIV3Schema"): string[] {
+  const problems: string[] = [];
+  for (const key of ["$ref", "$defs", "$schema", "definitions", "dependencies", "additionalItems", "patternProperties", "id"]) {
+    if (key in node) problems.push(`${path}: ${key} is not allowed`);
+  }
+  if (node.uniqueItems === true) problems.push(`${path}: uniqueItems: true is not allowed`);
+  const untyped = node["x-kubernetes-int-or-string"] === true || node["x-kubernetes-preserve-unknown-fields"] === true;
+  if (typeof node.type !== "string" && !untyped) problems.push(`${path}: has no type`);
+  if (node.properties && node.additionalProperties !== undefined) problems.push(`${path}: properties and additionalProperties are exclusive`);
+  if (node["x-kubernetes-list-type"] === "map") {
+    const items = node.items ?? {};
+    for (const key of node["x-kubernetes-list-map-keys"] ?? []) {
+      // a list-map key must always have a value: required, or defaulted
+      if (!(items.required ?? []).includes(key) && items.properties?.[key]?.default === undefined) problems.push(`${path}: list-map key ${key} is neither required nor defaulted`);
+    }
+  }
+  for (const rule of node["x-kubernetes-validations"] ?? []) {
+    if (typeof rule.rule !== "string") problems.push(`${path}: a validation rule has no rule`);
+    // fieldPath must name a field below the node that carries the rule
+    if (rule.fieldPath !== undefined && !fieldExists(node, rule.fieldPath)) problems.push(`${path}: fieldPath ${rule.fieldPath} is not a field of this schema`);
+  }
+  for (const [name, child] of Object.entries(node.properties ?? {})) problems.push(...structuralProblems(child, `${path}.properties.${name}`));
+  if (node.items) problems.push(...structuralProblems(node.items, `${path}.items`));
+  if (typeof node.additionalProperties === "object") problems.push(...structuralProblems(node.additionalProperties, `${path}.additionalProperties`));
+  return problems;
+}
+
+/** Fields the schema does not declare: the API server prunes them, so a misspelt field is silently lost. */
+function unknownFields(value: Manifest, schema: Manifest, path = ""): string[] {
+  if (Array.isArray(value)) return value.flatMap((item, i) => unknownFields(item, schema.items ?? {}, `${path}[${i}]`));
+  if (value === null || typeof value !== "object" || !schema.properties || schema["x-kubernetes-preserve-unknown-fields"]) return [];
+  return Object.entries(value).flatMap(([key, child]) =>
+    schema.properties[key] ? unknownFields(child, schema.properties[key], `${path}.${key}`) : [`${path}.${key}`],
+  );
+}
+
+function fieldExists(node: Manifest, fieldPath: string): boolean {
+  if (!/^(\.[A-Za-z_][A-Za-z0-9_]*)+$/.test(fieldPath)) return false;
+  let current = node;
+  for (const name of fieldPath.split(".").slice(1)) current = current?.properties?.[name];
+  return current !== undefined;
+}
