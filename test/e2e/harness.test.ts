@@ -7,15 +7,14 @@ import { execFile } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
+import { issueCa, issueLeaf } from "../../hooks/pki/issue.ts";
 import {
   base64,
   coreCaConfigMap,
   coreClientSecret,
   freePort,
   httpGet,
-  issueCert,
   liveProcesses,
-  makeCa,
   podSpecOf,
   runContainer,
   runEtcdctl,
@@ -128,10 +127,11 @@ before(async () => {
 
   // The proxy's serving certificate and the tenants' client CA are the hook's business; here
   // they are made by hand.
-  const servingCa = await makeCa("proxy serving CA");
-  const serving = await issueCert(servingCa, { subject: "CN=proxy", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], serverAuth: true });
-  const clientCa = await makeCa("tenant client CA");
-  const tenantCert = await issueCert(clientCa, { subject: "CN=tenant-a", clientAuth: true });
+  const validity = { notBefore: new Date(Date.now() - 3600_000), notAfter: new Date(Date.now() + 24 * 3600_000) };
+  const servingCa = await issueCa({ commonName: "proxy serving CA" }, validity);
+  const serving = await issueLeaf({ subject: { commonName: "proxy" }, usage: "server", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] }, validity, servingCa);
+  const clientCa = await issueCa({ commonName: "tenant client CA" }, validity);
+  const tenantCert = await issueLeaf({ subject: { commonName: "tenant-a" }, usage: "client", dnsNames: [], ipAddresses: [] }, validity, clientCa);
 
   const clientDir = path.join(dir, "tenant");
   await mkdir(clientDir, { recursive: true });

@@ -6,9 +6,6 @@
 // laptop is rewritten: the binary's location, mount paths (into a temp dir) and listen ports
 // (container ports become free local ports, so suites can run in parallel).
 
-import "reflect-metadata"; // @peculiar/x509 uses decorators' metadata; must load before it.
-import * as x509 from "@peculiar/x509";
-import { Crypto } from "@peculiar/webcrypto";
 import { spawn, type ChildProcess } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
 import { access, mkdir, mkdtemp, readdir, rename, rm, stat, symlink, writeFile, lstat } from "node:fs/promises";
@@ -16,9 +13,9 @@ import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+// The core etcd's PKI comes from the project's own issuer (hooks/pki), like every test certificate.
+import { makeCorePki, type CorePki } from "../support/requests.ts";
 
-const webcrypto = new Crypto();
-x509.cryptoProvider.set(webcrypto as unknown as globalThis.Crypto);
 
 // ---------------------------------------------------------------------------------------------
 // Ports and polling
@@ -225,119 +222,6 @@ async function assertExecutable(file: string, hint: string): Promise<void> {
   } catch {
     throw new Error(`${file} is not an executable file on this machine (${hint})`);
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Test PKI (@peculiar/x509, ECDSA P-256, keys as PKCS#8 PEM: what etcd and the proxy accepted)
-// ---------------------------------------------------------------------------------------------
-
-const EC_KEY: EcKeyGenParams = { name: "ECDSA", namedCurve: "P-256" };
-const EC_SIGN = { name: "ECDSA", hash: "SHA-256" };
-const HOUR_MS = 3_600_000;
-
-export interface CertKeyPem {
-  certPem: string;
-  keyPem: string;
-}
-
-export interface TestCa extends CertKeyPem {
-  cert: x509.X509Certificate;
-  keys: CryptoKeyPair;
-}
-
-export interface LeafOptions {
-  /** RFC 4514 subject, e.g. "CN=proxy" or "O=etcd-proxy" (no CN). */
-  subject: string;
-  dnsNames?: string[];
-  ipAddresses?: string[];
-  serverAuth?: boolean;
-  clientAuth?: boolean;
-  /** Validity start; default one hour before `now` (tolerates clock skew). */
-  notBefore?: Date;
-  /** Validity end; default one day after `now`. */
-  notAfter?: Date;
-}
-
-async function generateKeys(): Promise<CryptoKeyPair> {
-  return (await webcrypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"])) as CryptoKeyPair;
-}
-
-async function privateKeyPem(key: CryptoKey): Promise<string> {
-  const pkcs8 = await webcrypto.subtle.exportKey("pkcs8", key);
-  return x509.PemConverter.encode(pkcs8, "PRIVATE KEY");
-}
-
-/** A self-signed CA (basicConstraints CA:true, keyCertSign), valid from an hour ago for a day. */
-export async function makeCa(commonName: string, now: Date = new Date()): Promise<TestCa> {
-  const keys = await generateKeys();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    name: `CN=${commonName}`,
-    keys,
-    signingAlgorithm: EC_SIGN,
-    notBefore: new Date(now.getTime() - HOUR_MS),
-    notAfter: new Date(now.getTime() + 24 * HOUR_MS),
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
-  });
-  return { cert, keys, certPem: cert.toString("pem"), keyPem: await privateKeyPem(keys.privateKey) };
-}
-
-/** A leaf certificate signed by `ca`, with a fresh key. */
-export async function issueCert(ca: TestCa, options: LeafOptions, now: Date = new Date()): Promise<CertKeyPem> {
-  const keys = await generateKeys();
-  const usages: string[] = [];
-  if (options.serverAuth) usages.push(x509.ExtendedKeyUsage.serverAuth);
-  if (options.clientAuth) usages.push(x509.ExtendedKeyUsage.clientAuth);
-  const sans: x509.JsonGeneralNames = [
-    ...(options.dnsNames ?? []).map((value) => ({ type: "dns" as const, value })),
-    ...(options.ipAddresses ?? []).map((value) => ({ type: "ip" as const, value })),
-  ];
-  const extensions: x509.Extension[] = [
-    new x509.BasicConstraintsExtension(false, undefined, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-    await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
-  ];
-  if (usages.length > 0) extensions.push(new x509.ExtendedKeyUsageExtension(usages));
-  if (sans.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(sans));
-  const cert = await x509.X509CertificateGenerator.create({
-    subject: options.subject,
-    issuer: ca.cert.subject,
-    publicKey: keys.publicKey,
-    signingKey: ca.keys.privateKey,
-    signingAlgorithm: EC_SIGN,
-    notBefore: options.notBefore ?? new Date(now.getTime() - HOUR_MS),
-    notAfter: options.notAfter ?? new Date(now.getTime() + 24 * HOUR_MS),
-    extensions,
-  });
-  return { certPem: cert.toString("pem"), keyPem: await privateKeyPem(keys.privateKey) };
-}
-
-export interface CorePki {
-  ca: TestCa;
-  /** Serving certificate of core etcd, for 127.0.0.1 and localhost. */
-  server: CertKeyPem;
-  /** Backend client certificate (the proxy's and the harness's etcdctl): EMPTY CN, clientAuth. */
-  client: CertKeyPem;
-}
-
-/**
- * PKI of the *core* etcd (the cluster's own etcd, not managed by the project). The client
- * certificate has no CN on purpose: etcd grpc-proxy exits with "cert has non empty Common Name"
- * when its backend certificate has one.
- */
-export async function makeCorePki(now: Date = new Date()): Promise<CorePki> {
-  const ca = await makeCa("test core etcd CA", now);
-  const server = await issueCert(
-    ca,
-    { subject: "CN=core-etcd", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"], serverAuth: true, clientAuth: true },
-    now,
-  );
-  const client = await issueCert(ca, { subject: "O=etcd-proxy", clientAuth: true }, now);
-  return { ca, server, client };
 }
 
 // ---------------------------------------------------------------------------------------------
