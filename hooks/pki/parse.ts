@@ -1,4 +1,10 @@
 // Reading observed certificates with node:crypto (native, several times faster than a JS parser).
+//
+// Metacontroller calls sync for every tenant at every resync, and in the steady state every
+// certificate it sees is one it saw last time: parsing PEM and checking keys and signatures again
+// was most of that call's cost. Each of those is a pure function of its input bytes, so results
+// are kept per exact PEM text (bounded, least recently used out) and answers cannot change.
+// Nothing here depends on the clock; what does (expiry, renewal) is decided by the callers.
 import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
 
 export interface ParsedCert {
@@ -13,6 +19,93 @@ export interface ParsedCert {
   ipAddresses: string[];
 }
 
+/**
+ * A Map from text to a value with two caps, entries and total key length, that forgets the least
+ * recently used entry. Key length matters because observed Secrets may hold anything up to 1 MiB:
+ * a count alone would not bound memory.
+ */
+export class LruCache<V> {
+  readonly #entries = new Map<string, V>();
+  #chars = 0;
+  constructor(
+    readonly limit: number,
+    readonly maxChars: number,
+  ) {}
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  get chars(): number {
+    return this.#chars;
+  }
+
+  /** The cached value, or `compute(key)` remembered; `compute` must be a pure function of `key`. */
+  getOrCompute(key: string, compute: (key: string) => V): V {
+    if (this.#entries.has(key)) {
+      const value = this.#entries.get(key)!;
+      // Map keeps insertion order: re-inserting marks the entry as most recently used.
+      this.#entries.delete(key);
+      this.#entries.set(key, value);
+      return value;
+    }
+    const value = compute(key);
+    // One huge entry would flush much of the cache for a single value: it is not kept.
+    if (key.length > this.maxChars / 64) return value;
+    this.#entries.set(key, value);
+    this.#chars += key.length;
+    for (const oldest of this.#entries.keys()) {
+      if (this.#entries.size <= this.limit && this.#chars <= this.maxChars) break;
+      this.#entries.delete(oldest);
+      this.#chars -= oldest.length;
+    }
+    return value;
+  }
+
+  clear(): void {
+    this.#entries.clear();
+    this.#chars = 0;
+  }
+}
+
+// Comfortably above what hundreds of tenants with tens of destinations hold (about 5 certificates
+// and 3 keys per tenant plus one of each per destination): a resync walks every tenant in turn, and
+// an LRU smaller than that walk would miss on every call. Measured: about 4 KiB of RSS per cached
+// certificate and 3 KiB per key, so at most some 70 MiB when full; a real PEM is under 4 KiB, so
+// the character cap only bites on junk.
+export const PARSE_CACHE_LIMIT = 10_000;
+const PARSE_CACHE_MAX_CHARS = PARSE_CACHE_LIMIT * 2048;
+
+/** What a certificate's bytes say, computed once per distinct PEM text; `undefined` if unparsable. */
+interface CertFacts {
+  pem: string;
+  x509: X509Certificate;
+  notBefore: number;
+  notAfter: number;
+  isCa: boolean;
+  subject: string;
+  dnsNames: readonly string[];
+  ipAddresses: readonly string[];
+}
+
+const certificates = new LruCache<CertFacts | undefined>(PARSE_CACHE_LIMIT, PARSE_CACHE_MAX_CHARS);
+const privateKeys = new LruCache<KeyObject | undefined>(PARSE_CACHE_LIMIT, PARSE_CACHE_MAX_CHARS);
+// Verdicts hang off the (cached, hence shared) objects they were computed from, weakly: they are
+// forgotten with the certificate or key, so they need no bound of their own.
+const keyVerdicts = new WeakMap<X509Certificate, WeakMap<KeyObject, boolean>>();
+const signatureVerdicts = new WeakMap<X509Certificate, WeakMap<X509Certificate, boolean>>();
+
+/** Cache sizes, for tests and diagnostics. */
+export function parseCacheSizes(): { certificates: number; privateKeys: number; limit: number } {
+  return { certificates: certificates.size, privateKeys: privateKeys.size, limit: PARSE_CACHE_LIMIT };
+}
+
+/** Forget every cached result (tests compare cached answers with fresh ones). */
+export function clearParseCaches(): void {
+  certificates.clear();
+  privateKeys.clear();
+}
+
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g;
 
 /** Every certificate block of a PEM bundle, as written (unparsed). */
@@ -21,6 +114,26 @@ export function splitPemBundle(bundle: string | undefined): string[] {
 }
 
 export function parseCertificate(pem: string | undefined): ParsedCert | undefined {
+  if (pem === undefined) return undefined;
+  // Keyed by the text as given, so that a hit skips even splitting the bundle.
+  const facts = certificates.getOrCompute(pem, readCertificate);
+  // A fresh object each call (own Dates and arrays): callers may hold or change it without
+  // touching what the next call gets.
+  return (
+    facts && {
+      pem: facts.pem,
+      x509: facts.x509,
+      notBefore: new Date(facts.notBefore),
+      notAfter: new Date(facts.notAfter),
+      isCa: facts.isCa,
+      subject: facts.subject,
+      dnsNames: [...facts.dnsNames],
+      ipAddresses: [...facts.ipAddresses],
+    }
+  );
+}
+
+function readCertificate(pem: string): CertFacts | undefined {
   const blocks = splitPemBundle(pem);
   if (blocks.length !== 1) return undefined;
   try {
@@ -29,8 +142,8 @@ export function parseCertificate(pem: string | undefined): ParsedCert | undefine
     return {
       pem: blocks[0]!,
       x509,
-      notBefore: new Date(x509.validFrom),
-      notAfter: new Date(x509.validTo),
+      notBefore: new Date(x509.validFrom).getTime(),
+      notAfter: new Date(x509.validTo).getTime(),
       isCa: x509.ca,
       subject: x509.subject,
       dnsNames: names.filter((n) => n.startsWith("DNS:")).map((n) => n.slice(4)),
@@ -43,6 +156,11 @@ export function parseCertificate(pem: string | undefined): ParsedCert | undefine
 
 export function parsePrivateKey(pem: string | undefined): KeyObject | undefined {
   if (!pem) return undefined;
+  // KeyObjects are immutable, so one per distinct PEM text is shared.
+  return privateKeys.getOrCompute(pem, readPrivateKey);
+}
+
+function readPrivateKey(pem: string): KeyObject | undefined {
   try {
     return createPrivateKey(pem);
   } catch {
@@ -51,11 +169,19 @@ export function parsePrivateKey(pem: string | undefined): KeyObject | undefined 
 }
 
 export function keyMatches(cert: ParsedCert, key: KeyObject | undefined): boolean {
-  return key !== undefined && cert.x509.checkPrivateKey(key);
+  return key !== undefined && remember(keyVerdicts, cert.x509, key, () => cert.x509.checkPrivateKey(key));
 }
 
 export function signedBy(cert: ParsedCert, issuer: ParsedCert): boolean {
-  return cert.x509.issuer === issuer.subject && cert.x509.verify(issuer.x509.publicKey);
+  return cert.x509.issuer === issuer.subject && remember(signatureVerdicts, cert.x509, issuer.x509, () => cert.x509.verify(issuer.x509.publicKey));
+}
+
+function remember<A extends object, B extends object>(verdicts: WeakMap<A, WeakMap<B, boolean>>, a: A, b: B, check: () => boolean): boolean {
+  let byB = verdicts.get(a);
+  if (!byB) verdicts.set(a, (byB = new WeakMap()));
+  let verdict = byB.get(b);
+  if (verdict === undefined) byB.set(b, (verdict = check()));
+  return verdict;
 }
 
 /** cert-manager's default: renew when 2/3 of the lifetime has passed, in whole seconds. */
