@@ -6,6 +6,7 @@
 // are kept per exact PEM text (bounded, least recently used out) and answers cannot change.
 // Nothing here depends on the clock; what does (expiry, renewal) is decided by the callers.
 import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
+import { LruCache } from "../lru-cache.ts";
 
 export interface ParsedCert {
   pem: string;
@@ -17,55 +18,6 @@ export interface ParsedCert {
   subject: string;
   dnsNames: string[];
   ipAddresses: string[];
-}
-
-/**
- * A Map from text to a value with two caps, entries and total key length, that forgets the least
- * recently used entry. Key length matters because observed Secrets may hold anything up to 1 MiB:
- * a count alone would not bound memory.
- */
-export class LruCache<V> {
-  readonly #entries = new Map<string, V>();
-  #chars = 0;
-  constructor(
-    readonly limit: number,
-    readonly maxChars: number,
-  ) {}
-
-  get size(): number {
-    return this.#entries.size;
-  }
-
-  get chars(): number {
-    return this.#chars;
-  }
-
-  /** The cached value, or `compute(key)` remembered; `compute` must be a pure function of `key`. */
-  getOrCompute(key: string, compute: (key: string) => V): V {
-    if (this.#entries.has(key)) {
-      const value = this.#entries.get(key)!;
-      // Map keeps insertion order: re-inserting marks the entry as most recently used.
-      this.#entries.delete(key);
-      this.#entries.set(key, value);
-      return value;
-    }
-    const value = compute(key);
-    // One huge entry would flush much of the cache for a single value: it is not kept.
-    if (key.length > this.maxChars / 64) return value;
-    this.#entries.set(key, value);
-    this.#chars += key.length;
-    for (const oldest of this.#entries.keys()) {
-      if (this.#entries.size <= this.limit && this.#chars <= this.maxChars) break;
-      this.#entries.delete(oldest);
-      this.#chars -= oldest.length;
-    }
-    return value;
-  }
-
-  clear(): void {
-    this.#entries.clear();
-    this.#chars = 0;
-  }
 }
 
 // Comfortably above what hundreds of tenants with tens of destinations hold (about 5 certificates

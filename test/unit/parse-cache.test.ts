@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { before, describe, test } from "node:test";
 import { issueCa, issueLeaf, type KeyPairPem } from "../../hooks/pki/issue.ts";
-import { clearParseCaches, keyMatches, LruCache, PARSE_CACHE_LIMIT, parseCacheSizes, parseCertificate, parsePrivateKey, signedBy, type ParsedCert } from "../../hooks/pki/parse.ts";
+import { LruCache } from "../../hooks/lru-cache.ts";
+import { clearParseCaches, keyMatches, PARSE_CACHE_LIMIT, parseCacheSizes, parseCertificate, parsePrivateKey, signedBy, type ParsedCert } from "../../hooks/pki/parse.ts";
 
 const validity = { notBefore: new Date("2027-01-01T00:00:00Z"), notAfter: new Date("2028-01-01T00:00:00Z") };
 
