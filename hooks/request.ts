@@ -21,5 +21,5 @@ export function parseCustomizeRequest(body: unknown): Validated<Pick<HookRequest
 
 function check<T>(validate: typeof validateHookRequest, body: unknown): Validated<T> {
   if (validate(body)) return { ok: true, request: body as T };
-  return { ok: false, problems: describeErrors(validate.errors, body, "body") };
+  return { ok: false, problems: describeErrors(validate.errors, body, { rootLabel: "body", quoteValues: false }) };
 }

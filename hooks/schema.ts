@@ -104,19 +104,22 @@ export function kubernetesAjv(options: { useDefaults: boolean }): Ajv {
 }
 
 /** "spec.caCertConfigMap[0].namespace: must match pattern ... (got "A")" */
-/** rootLabel names the whole value when an error is about it, not one of its fields. */
-export function describeErrors(errors: readonly ErrorObject[] | null | undefined, root: unknown, rootLabel?: string): string[] {
+/**
+ * rootLabel names the whole value when an error is about it, not one of its fields; quoteValues
+ * adds the offending value (for a spec, never for a hook request, whose values may be Secret data).
+ */
+export function describeErrors(errors: readonly ErrorObject[] | null | undefined, root: unknown, options: { rootLabel?: string; quoteValues: boolean }): string[] {
   const seen = new Set<string>();
   const problems: string[] = [];
   for (const error of errors ?? []) {
     const path = jsonPointerToField(error.instancePath);
     const missing = error.keyword === "required" ? `.${(error.params as { missingProperty: string }).missingProperty}` : "";
     const field = (path + missing).replace(/^\./, "");
-    const value = missing ? undefined : valueAt(root, error.instancePath);
+    const value = missing || !options.quoteValues ? undefined : valueAt(root, error.instancePath);
     const got = value === undefined || typeof value === "object" ? "" : ` (got ${JSON.stringify(value)})`;
     const allowed = error.keyword === "enum" ? `: ${(error.params as { allowedValues: unknown[] }).allowedValues.join(", ")}` : "";
     const reason = `${error.keyword === "required" ? "is required" : error.message}${allowed}${got}`;
-    const label = field || rootLabel;
+    const label = field || options.rootLabel;
     const text = label ? `${label}: ${reason}` : reason;
     // a field gets one message: the first (structural) reason is the useful one
     if (!seen.has(field)) problems.push(text);

@@ -42,7 +42,7 @@ function computeSpec(name: string, specInput: unknown, config: Pick<Config, "pro
   if (!validate(candidate)) {
     // The only rule on the object itself is the one on metadata.name.
     const nameValid = !validate.errors!.some((error) => error.instancePath === "");
-    return { valid: false, problems: describeErrors(validate.errors, candidate), nameValid };
+    return { valid: false, problems: describeErrors(validate.errors, candidate, { quoteValues: true }), nameValid };
   }
   const raw = candidate.spec as Omit<EtcdStorageSpec, `${string}Validity`> & Record<`${string}Validity`, string>;
   const spec: EtcdStorageSpec = {

@@ -183,6 +183,17 @@ describe("hook server contract", () => {
     assert.equal(reply.statusCode, 200);
   });
 
+  test("a rejected request's error and log name the field, never its value", async () => {
+    logText = "";
+    const secretValue = "c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw==";
+    const request = fixture("sync-request.json");
+    request.children["Secret.v1"] = { "ns/x": { apiVersion: "v1", kind: "Secret", metadata: { name: "x", namespace: "ns" }, data: secretValue } };
+    const reply = await post("/sync", request);
+    assert.equal(reply.statusCode, 400);
+    assert.match(reply.body, /children\.Secret\.v1\.ns\/x\.data: must be object,null/);
+    assert.ok(!reply.body.includes(secretValue) && !logText.includes(secretValue));
+  });
+
   test("logs: one JSON line per hook call, no secret material", async () => {
     logText = "";
     const request = fixture("sync-request.json");
