@@ -13,6 +13,9 @@ export interface Config {
   clusterDomain: string;
   logLevel: LogLevel;
   bodyLimitBytes: number;
+  /** Whether an nginx gateway lets only the API server's etcd methods reach the tenant's proxy. */
+  tenantApiAllowlist: boolean;
+  gatewayImage: string;
 }
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -29,6 +32,9 @@ export const DEFAULTS = {
   CLUSTER_DOMAIN: "cluster.local",
   LOG_LEVEL: "info",
   BODY_LIMIT_BYTES: String(8 * 1024 * 1024),
+  TENANT_API_ALLOWLIST: "true",
+  // nginx's stable branch, built to run as uid 101 with nothing written outside /tmp.
+  GATEWAY_IMAGE: "nginxinc/nginx-unprivileged:1.28-alpine",
 } as const;
 
 export class ConfigError extends Error {
@@ -62,6 +68,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     clusterDomain: parseName("CLUSTER_DOMAIN", read("CLUSTER_DOMAIN"), DNS_SUBDOMAIN, 253),
     logLevel: parseLogLevel(read("LOG_LEVEL")),
     bodyLimitBytes: parseBodyLimit(read("BODY_LIMIT_BYTES")),
+    tenantApiAllowlist: parseBoolean("TENANT_API_ALLOWLIST", read("TENANT_API_ALLOWLIST")),
+    gatewayImage: parseGatewayImage(read("GATEWAY_IMAGE")),
   };
 }
 
@@ -149,4 +157,20 @@ function parseBodyLimit(text: string): number {
     throw new ConfigError("BODY_LIMIT_BYTES", `must be an integer of at least 65536 bytes, got "${text}"`);
   }
   return limit;
+}
+
+function parseBoolean(variable: string, text: string): boolean {
+  if (text !== "true" && text !== "false") throw new ConfigError(variable, `must be "true" or "false", got "${text}"`);
+  return text === "true";
+}
+
+// [registry[:port]/]path/name[:tag][@sha256:digest] with a tag or a digest: never an implied :latest.
+const IMAGE_REFERENCE = /^(?:[a-z0-9.-]+(?::\d+)?\/)?[a-z0-9._-]+(?:\/[a-z0-9._-]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$/;
+
+function parseGatewayImage(image: string): string {
+  const match = IMAGE_REFERENCE.exec(image);
+  if (!match || (match[1] === undefined && match[2] === undefined)) {
+    throw new ConfigError("GATEWAY_IMAGE", `"${image}" must be an image with a tag or digest, such as ${DEFAULTS.GATEWAY_IMAGE} (nginx with ssl, http_v2 and grpc)`);
+  }
+  return image;
 }

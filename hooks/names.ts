@@ -1,7 +1,7 @@
 // Every child name and label, in one place: names are deterministic functions of the parent.
 
 /** The longest suffix any child name adds to "etcd-<name>"; the schema's name rule (47) follows from it. */
-const CHILD_SUFFIXES = ["-serving-ca", "-client-ca", "-server-tls", "-trusted-ca", "-cleanup"] as const;
+const CHILD_SUFFIXES = ["-serving-ca", "-client-ca", "-server-tls", "-trusted-ca", "-cleanup", "-gateway"] as const;
 export const MAX_TENANT_NAME_LENGTH = 63 - "etcd-".length - Math.max(...CHILD_SUFFIXES.map((s) => s.length));
 
 export const GROUP = "etcdproxy.dev";
@@ -20,6 +20,8 @@ export interface TenantNames {
   serverTls: string;
   trustedCa: string;
   cleanupJob: string;
+  /** ConfigMap with the gateway's nginx configuration. */
+  gateway: string;
 }
 
 export function tenantNames(tenant: string): TenantNames {
@@ -32,10 +34,11 @@ export function tenantNames(tenant: string): TenantNames {
     serverTls: `${proxy}-server-tls`,
     trustedCa: `${proxy}-trusted-ca`,
     cleanupJob: `${proxy}-cleanup`,
+    gateway: `${proxy}-gateway`,
   };
 }
 
-export type Component = "proxy" | "serving-ca" | "client-ca" | "server-tls" | "trusted-ca" | "cleanup" | "credentials";
+export type Component = "proxy" | "serving-ca" | "client-ca" | "server-tls" | "trusted-ca" | "cleanup" | "credentials" | "gateway";
 
 /** Labels every child carries; Metacontroller adds controller-uid itself (generateSelector). */
 export function childLabels(tenant: string, component: Component): Record<string, string> {

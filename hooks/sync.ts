@@ -2,6 +2,7 @@
 // Pure but for the PKI's randomness: the request, the configuration and the clock come in.
 import { planCertificates, type IssuanceEvent } from "./children/certificates.ts";
 import { buildDeployment, trustChecksum } from "./children/deployment.ts";
+import { buildGatewayConfigMap, NGINX_CONF_KEY } from "./children/gateway.ts";
 import { buildPodDisruptionBudget } from "./children/pod-disruption-budget.ts";
 import { buildService } from "./children/service.ts";
 import type { Config } from "./config.ts";
@@ -56,7 +57,13 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
 
   const core = checkCoreCredentials(request.related, config, now);
   const pki = await planCertificates(tenant, spec, config, request.children, now);
-  const checksum = trustChecksum({ trustedClientCaPem: pki.trustedClientCaPem, coreCaPem: core.caPem ?? "", coreClientCertPem: core.certPem ?? "" });
+  const gateway = config.tenantApiAllowlist ? buildGatewayConfigMap(tenant, config) : undefined;
+  const checksum = trustChecksum({
+    trustedClientCaPem: pki.trustedClientCaPem,
+    coreCaPem: core.caPem ?? "",
+    coreClientCertPem: core.certPem ?? "",
+    nginxConfig: gateway && (gateway.data as Record<string, string>)[NGINX_CONF_KEY],
+  });
 
   const coreCondition: ConditionInput = core.ready
     ? { type: "CoreCredentialsReady", status: "True", reason: "CoreCredentialsValid", message: core.message }
@@ -81,7 +88,7 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
         conditions: withTransitionTimes(conditions, previous, now, generation),
         certificates: pki.certificates,
       },
-      children: [buildDeployment(tenant, spec, config, checksum), buildService(tenant, config), buildPodDisruptionBudget(tenant, config), ...pki.children],
+      children: [buildDeployment(tenant, spec, config, checksum), ...(gateway ? [gateway] : []), buildService(tenant, config), buildPodDisruptionBudget(tenant, config), ...pki.children],
       resyncAfterSeconds: Math.min(MAX_RESYNC_SECONDS, Math.max(1, Math.ceil((pki.nextStepAt.getTime() - now.getTime()) / 1000))),
     },
     report: { tenant, outcome: "Synced", events: pki.events, certificates: pki.certificates.map(({ name, secret, notAfter }) => ({ name, secret, notAfter })) },

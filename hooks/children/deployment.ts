@@ -1,13 +1,15 @@
-// The tenant's etcd grpc-proxy. Every flag is written --flag=value so that tests can run the
-// exact command line against real etcd.
+// The tenant's etcd grpc-proxy, behind the gateway (gateway.ts) unless the hook configuration turns
+// the API allowlist off. Every flag is written --flag=value so that tests can run the exact
+// command line against real etcd.
 import { createHash } from "node:crypto";
 import type { Config } from "../config.ts";
 import { childLabels, proxySelector, serviceHost, tenantNames, tenantPrefix, TRUST_CHECKSUM_ANNOTATION } from "../names.ts";
 import type { KubeObject } from "../observed.ts";
 import type { EtcdStorageSpec } from "../spec.ts";
+import { CLIENT_PORT, gatewayContainer, gatewayVolumes, UPSTREAM_PORT } from "./gateway.ts";
 import { configMapVolume, coreCredentialMounts, coreCredentialVolumes, coreEtcdFlags, restrictedContainerSecurity, restrictedPodSecurity, secretVolume } from "./pod.ts";
 
-export const CLIENT_PORT = 2379;
+export { CLIENT_PORT };
 export const METRICS_PORT = 2381;
 const ETCD_BINARY = "/usr/local/bin/etcd";
 
@@ -17,28 +19,47 @@ const MOUNTS = {
   data: "/var/lib/etcd-proxy",
 } as const;
 
+export interface StartupMaterial {
+  trustedClientCaPem: string;
+  coreCaPem: string;
+  coreClientCertPem: string;
+  /** With the gateway: nginx reads its configuration only at start too. */
+  nginxConfig?: string;
+}
+
 /**
- * The proxy reads its trusted client-CA bundle and its etcd credentials only at start: the pod
- * template carries a checksum of exactly that material, so a change rolls the pods, and nothing else does.
+ * The pods read their trusted client-CA bundle, their etcd credentials and the gateway's nginx
+ * configuration only at start: the pod template carries a checksum of exactly that material, so
+ * a change rolls the pods, and nothing else does (serving certificates are read at each handshake).
  */
-export function trustChecksum(material: { trustedClientCaPem: string; coreCaPem: string; coreClientCertPem: string }): string {
+export function trustChecksum(material: StartupMaterial): string {
   const hash = createHash("sha256");
-  for (const part of [material.trustedClientCaPem, material.coreCaPem, material.coreClientCertPem]) hash.update(part).update("\0");
+  const parts = [material.trustedClientCaPem, material.coreCaPem, material.coreClientCertPem];
+  // Without the gateway the checksum stays what it always was: turning nothing on rolls nothing.
+  if (material.nginxConfig !== undefined) parts.push(material.nginxConfig);
+  for (const part of parts) hash.update(part).update("\0");
   return hash.digest("hex");
 }
 
 export function proxyCommand(tenant: string, config: Config): string[] {
+  // Behind the gateway the proxy serves plain gRPC on the pod's loopback: only containers of the
+  // same pod reach it, and nginx has already checked the client certificate.
+  const listener = config.tenantApiAllowlist
+    ? [`--listen-addr=127.0.0.1:${UPSTREAM_PORT}`, `--advertise-client-url=http://127.0.0.1:${UPSTREAM_PORT}`]
+    : [
+        `--listen-addr=0.0.0.0:${CLIENT_PORT}`,
+        `--advertise-client-url=https://${serviceHost(tenant, config.proxyNamespace)}:${CLIENT_PORT}`,
+        `--cert-file=${MOUNTS.serverTls}/tls.crt`,
+        `--key-file=${MOUNTS.serverTls}/tls.key`,
+        `--trusted-ca-file=${MOUNTS.trustedCa}/ca.crt`,
+      ];
   return [
     ETCD_BINARY,
     "grpc-proxy",
     "start",
     ...coreEtcdFlags(config),
     `--namespace=${tenantPrefix(config.tenantPrefixRoot, tenant)}`,
-    `--listen-addr=0.0.0.0:${CLIENT_PORT}`,
-    `--advertise-client-url=https://${serviceHost(tenant, config.proxyNamespace)}:${CLIENT_PORT}`,
-    `--cert-file=${MOUNTS.serverTls}/tls.crt`,
-    `--key-file=${MOUNTS.serverTls}/tls.key`,
-    `--trusted-ca-file=${MOUNTS.trustedCa}/ca.crt`,
+    ...listener,
     `--metrics-addr=http://0.0.0.0:${METRICS_PORT}`,
     `--data-dir=${MOUNTS.data}`,
   ];
@@ -47,6 +68,7 @@ export function proxyCommand(tenant: string, config: Config): string[] {
 export function buildDeployment(tenant: string, spec: EtcdStorageSpec, config: Config, checksum: string): KubeObject {
   const names = tenantNames(tenant);
   const labels = childLabels(tenant, "proxy");
+  const gateway = config.tenantApiAllowlist;
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",
@@ -74,7 +96,7 @@ export function buildDeployment(tenant: string, spec: EtcdStorageSpec, config: C
               imagePullPolicy: "IfNotPresent",
               command: proxyCommand(tenant, config),
               ports: [
-                { name: "client", containerPort: CLIENT_PORT, protocol: "TCP" },
+                ...(gateway ? [] : [{ name: "client", containerPort: CLIENT_PORT, protocol: "TCP" }]),
                 { name: "metrics", containerPort: METRICS_PORT, protocol: "TCP" },
               ],
               // /health goes through to the cluster's etcd: an unready proxy leaves the Service.
@@ -86,16 +108,20 @@ export function buildDeployment(tenant: string, spec: EtcdStorageSpec, config: C
               securityContext: restrictedContainerSecurity,
               volumeMounts: [
                 ...coreCredentialMounts(),
-                { name: "server-tls", mountPath: MOUNTS.serverTls, readOnly: true },
-                { name: "trusted-ca", mountPath: MOUNTS.trustedCa, readOnly: true },
+                ...(gateway
+                  ? []
+                  : [
+                      { name: "server-tls", mountPath: MOUNTS.serverTls, readOnly: true },
+                      { name: "trusted-ca", mountPath: MOUNTS.trustedCa, readOnly: true },
+                    ]),
                 { name: "data", mountPath: MOUNTS.data },
               ],
             },
+            ...(gateway ? [gatewayContainer(config)] : []),
           ],
           volumes: [
             ...coreCredentialVolumes(config),
-            secretVolume("server-tls", names.serverTls),
-            configMapVolume("trusted-ca", names.trustedCa),
+            ...(gateway ? gatewayVolumes(tenant) : [secretVolume("server-tls", names.serverTls), configMapVolume("trusted-ca", names.trustedCa)]),
             { name: "data", emptyDir: { sizeLimit: "64Mi" } },
           ],
         },

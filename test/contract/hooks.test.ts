@@ -62,6 +62,7 @@ describe("hook server contract", () => {
     assert.deepEqual(
       response.children.map((c) => `${c.kind} ${c.metadata.namespace}/${c.metadata.name}`).sort(),
       [
+        "ConfigMap kube-apiserver-storage/etcd-sample-apiserver-gateway",
         "ConfigMap kube-apiserver-storage/etcd-sample-apiserver-trusted-ca",
         "ConfigMap sample-system/etcd-serving-ca",
         "Deployment kube-apiserver-storage/etcd-sample-apiserver",
