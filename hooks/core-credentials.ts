@@ -4,9 +4,13 @@ import type { Config } from "./config.ts";
 import { configMapData, findObject, secretData, type ObjectsByType } from "./observed.ts";
 import { keyMatches, parseCertificate, parsePrivateKey, splitPemBundle } from "./pki/parse.ts";
 
-export type CoreCredentials =
+export type CoreCredentials = (
   | { ready: true; caPem: string; certPem: string; message: string }
-  | { ready: false; reason: string; message: string; caPem?: string; certPem?: string };
+  | { ready: false; reason: string; message: string; caPem?: string; certPem?: string }
+) & {
+  /** When the verdict changes by itself (the client certificate's validity starts or ends). */
+  changesAt?: Date;
+};
 
 export function checkCoreCredentials(related: ObjectsByType | undefined, config: Config, now: Date): CoreCredentials {
   const ns = config.proxyNamespace;
@@ -32,10 +36,11 @@ export function checkCoreCredentials(related: ObjectsByType | undefined, config:
       ...found,
     };
   }
+  const changesAt = now < cert.notBefore ? cert.notBefore : now < cert.notAfter ? cert.notAfter : undefined;
   if (now >= cert.notAfter) return { ready: false, reason: "CoreClientCertExpired", message: `Secret ${ns}/${config.coreClientSecret}: the client certificate expired at ${cert.notAfter.toISOString()}`, ...found };
-  if (now < cert.notBefore) return { ready: false, reason: "CoreClientCertNotYetValid", message: `Secret ${ns}/${config.coreClientSecret}: the client certificate is valid only from ${cert.notBefore.toISOString()}`, ...found };
+  if (now < cert.notBefore) return { ready: false, reason: "CoreClientCertNotYetValid", message: `Secret ${ns}/${config.coreClientSecret}: the client certificate is valid only from ${cert.notBefore.toISOString()}`, ...found, changesAt };
   if (!keyMatches(cert, parsePrivateKey(keyPem))) {
-    return { ready: false, reason: "CoreClientKeyMismatch", message: `Secret ${ns}/${config.coreClientSecret}: tls.key is missing or does not match tls.crt`, ...found };
+    return { ready: false, reason: "CoreClientKeyMismatch", message: `Secret ${ns}/${config.coreClientSecret}: tls.key is missing or does not match tls.crt`, ...found, changesAt };
   }
-  return { ready: true, caPem, certPem, message: `etcd client certificate valid until ${cert.notAfter.toISOString()}` };
+  return { ready: true, caPem, certPem, message: `etcd client certificate valid until ${cert.notAfter.toISOString()}`, changesAt };
 }

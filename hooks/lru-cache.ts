@@ -23,16 +23,24 @@ export class LruCache<V> {
 
   /** The cached value, or `compute(key)` remembered; `compute` must be a pure function of `key`. */
   getOrCompute(key: string, compute: (key: string) => V): V {
-    if (this.#entries.has(key)) {
-      const value = this.#entries.get(key)!;
-      // Map keeps insertion order: re-inserting marks the entry as most recently used.
-      this.#entries.delete(key);
-      this.#entries.set(key, value);
-      return value;
-    }
+    if (this.#entries.has(key)) return this.get(key)!;
     const value = compute(key);
+    this.set(key, value);
+    return value;
+  }
+
+  get(key: string): V | undefined {
+    const value = this.#entries.get(key);
+    if (value === undefined) return undefined;
+    // Map keeps insertion order: re-inserting marks the entry as most recently used.
+    this.#entries.delete(key);
+    this.#entries.set(key, value);
+    return value;
+  }
+
+  set(key: string, value: V): void {
     // One huge entry would flush much of the cache for a single value: it is not kept.
-    if (key.length > this.maxChars / 64) return value;
+    if (key.length > this.maxChars / 64 || this.#entries.has(key)) return;
     this.#entries.set(key, value);
     this.#chars += key.length;
     for (const oldest of this.#entries.keys()) {
@@ -40,7 +48,6 @@ export class LruCache<V> {
       this.#entries.delete(oldest);
       this.#chars -= oldest.length;
     }
-    return value;
   }
 
   clear(): void {

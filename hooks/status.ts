@@ -38,6 +38,11 @@ export function withTransitionTimes(conditions: ConditionInput[], previous: Cond
   });
 }
 
+/** True when no condition changed: every transition time was carried, none is "now". */
+export function carriesEveryTransition(conditions: Condition[], previous: Condition[] | undefined): boolean {
+  return conditions.every((c) => previous?.some((p) => p.type === c.type && p.status === c.status && p.lastTransitionTime === c.lastTransitionTime));
+}
+
 /** The objects of a list field, or none when the field is not a list. */
 export function objectList<T>(value: unknown): T[] {
   return Array.isArray(value) ? value.filter((item): item is T => item !== null && typeof item === "object") : [];

@@ -11,7 +11,7 @@ import { echoChildren } from "./echo.ts";
 import { serviceHost, tenantNames, tenantPrefix } from "./names.ts";
 import { findObject, type HookRequest, type HookResponse } from "./observed.ts";
 import { readSpec } from "./spec.ts";
-import { proxyAvailable, ready, withTransitionTimes, type ConditionInput } from "./status.ts";
+import { carriesEveryTransition, proxyAvailable, ready, withTransitionTimes, type ConditionInput } from "./status.ts";
 
 /** What the hook did besides answering, for logs and metrics; never part of the response. */
 export interface SyncReport {
@@ -19,12 +19,20 @@ export interface SyncReport {
   outcome: "Synced" | "InvalidSpec" | "Finalizing" | "Finalized";
   events: IssuanceEvent[];
   certificates: { name: string; secret: string; notAfter: string }[];
+  /**
+   * Until when the same request gets the same answer, if it does: nothing was issued, no condition
+   * changed, and no certificate step or expiry comes before then. Set only by sync.
+   */
+  stableUntil?: Date;
 }
 
 export interface HookResult {
   response: HookResponse;
   report: SyncReport;
 }
+
+// An answer that depends on nothing but the request stays valid forever.
+const NEVER = new Date(8.64e15);
 
 // Wake up for the next certificate step even if Metacontroller's resync period is longer; at most
 // daily so a lost timer costs a day, never a certificate.
@@ -45,12 +53,13 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
   const read = readSpec(parent, config);
   if (!read.valid) {
     const invalid: ConditionInput = { type: "Ready", status: "False", reason: "InvalidSpec", message: read.problems.join("; ") };
+    const conditions = withTransitionTimes([invalid, proxy], previous, now, generation);
     return {
       response: {
-        status: { observedGeneration: generation, ...addresses(tenant, config, read.nameValid), conditions: withTransitionTimes([invalid, proxy], previous, now, generation) },
+        status: { observedGeneration: generation, ...addresses(tenant, config, read.nameValid), conditions },
         children: echoChildren(request.children),
       },
-      report: { tenant, outcome: "InvalidSpec", events: [], certificates: [] },
+      report: { tenant, outcome: "InvalidSpec", events: [], certificates: [], ...(carriesEveryTransition(conditions, previous) ? { stableUntil: NEVER } : {}) },
     };
   }
   const spec = read.spec;
@@ -78,20 +87,35 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
           message: pki.rotating.length > 0 ? `successor CA published for ${pki.rotating.join(", ")}; leaves move after the overlap` : `${pki.certificates.length} certificates valid`,
         };
   const parts = [proxy, certificatesCondition, coreCondition];
-  const conditions = [ready(parts, `etcd is served at ${tenantEndpoint(tenant, config)} under ${tenantPrefix(config.tenantPrefixRoot, tenant)}`), ...parts];
+  const conditions = withTransitionTimes(
+    [ready(parts, `etcd is served at ${tenantEndpoint(tenant, config)} under ${tenantPrefix(config.tenantPrefixRoot, tenant)}`), ...parts],
+    previous,
+    now,
+    generation,
+  );
+  // resyncAfterSeconds stays at its cap until a day before the next step; the core certificate's
+  // verdict changes at its own bounds.
+  const stableUntil = Math.min(pki.nextStepAt.getTime() - MAX_RESYNC_SECONDS * 1000, core.changesAt?.getTime() ?? Infinity);
+  const stable = pki.events.length === 0 && carriesEveryTransition(conditions, previous) && stableUntil > now.getTime();
 
   return {
     response: {
       status: {
         observedGeneration: generation,
         ...addresses(tenant, config, true),
-        conditions: withTransitionTimes(conditions, previous, now, generation),
+        conditions,
         certificates: pki.certificates,
       },
       children: [buildDeployment(tenant, spec, config, checksum), ...(gateway ? [gateway] : []), buildService(tenant, config), buildPodDisruptionBudget(tenant, config), ...pki.children],
       resyncAfterSeconds: Math.min(MAX_RESYNC_SECONDS, Math.max(1, Math.ceil((pki.nextStepAt.getTime() - now.getTime()) / 1000))),
     },
-    report: { tenant, outcome: "Synced", events: pki.events, certificates: pki.certificates.map(({ name, secret, notAfter }) => ({ name, secret, notAfter })) },
+    report: {
+      tenant,
+      outcome: "Synced",
+      events: pki.events,
+      certificates: pki.certificates.map(({ name, secret, notAfter }) => ({ name, secret, notAfter })),
+      ...(stable ? { stableUntil: new Date(stableUntil) } : {}),
+    },
   };
 }
 

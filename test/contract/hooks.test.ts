@@ -179,6 +179,27 @@ describe("hook server contract", () => {
     assert.equal(missing.json().code, "NotFound");
   });
 
+  test("a byte-identical steady-state request is answered from the answer cache, identically, until stableUntil", async () => {
+    let clock = new Date("2026-11-22T12:00:00Z");
+    const cachingApp = buildApp(config, { now: () => clock, logStream: logs });
+    const request = fixture("sync-request.json");
+    const first = (await cachingApp.inject({ method: "POST", url: "/sync", payload: request })).json() as HookResponse;
+    const steady = JSON.stringify(nextRequest(request, first));
+    const send = () => cachingApp.inject({ method: "POST", url: "/sync", payload: steady, headers: { "content-type": "application/json" } });
+    const computed = await send();
+    logText = "";
+    const cached = await send();
+    assert.equal(cached.body, computed.body);
+    assert.equal(JSON.parse(logText.trim().split("\n").at(-1)!).fromCache, true);
+    // Months later the leaves are due: the same request is computed again, and differs.
+    clock = new Date("2027-09-01T00:00:00Z");
+    logText = "";
+    const later = await send();
+    assert.equal(JSON.parse(logText.trim().split("\n").at(-1)!).fromCache, undefined);
+    assert.notEqual(later.body, computed.body);
+    await cachingApp.close();
+  });
+
   test("GET /healthz", async () => {
     const reply = await app.inject({ method: "GET", url: "/healthz" });
     assert.equal(reply.statusCode, 200);
