@@ -34,7 +34,7 @@ interface Server {
   process: ChildProcess;
 }
 
-async function startServer(kind: "app" | "bare"): Promise<Server> {
+async function startServer(kind: "app" | "uncached" | "bare"): Promise<Server> {
   const child = fork(new URL("./server.ts", import.meta.url), [kind], { execArgv: ["--import", "tsx", "--expose-gc"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const { port } = await nextMessage<{ port: number }>(child);
   return { port, process: child };
@@ -178,6 +178,7 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 const core = await makeCorePki();
 const app = await startServer("app");
 const bare = await startServer("bare");
+const uncached = await startServer("uncached");
 try {
   const body = await steadyBody(2, core);
   log(`steady-state request: 2 destinations, ${f(body.length / 1024)} KiB; ${SECONDS} s per run at ${CONNECTIONS} connections`);
@@ -186,6 +187,8 @@ try {
   const steady = await measure(app, body, SECONDS);
   log("(b) bare Fastify echo ...");
   const floor = await measure(bare, body, SECONDS);
+  log("(a') /sync steady state, answer cache off ...");
+  const computed = await measure(uncached, body, SECONDS);
 
   log(`memory: ${MEMORY_REQUESTS} steady-state requests ...`);
   const before = await memory(app);
@@ -223,6 +226,8 @@ try {
     `| (a) \`POST /sync\`, steady state | ${f(steady.reqPerSec, 0)} | ${steady.p50} ms | ${steady.p99} ms |`,
     `| (b) bare Fastify route: parse the body, echo the children | ${f(floor.reqPerSec, 0)} | ${floor.p50} ms | ${floor.p99} ms |`,
     `| **(a)/(b)** | **${f(ratio, 2)}** | | |`,
+    `| (a') \`POST /sync\`, steady state, answer cache off: every request parsed, validated and computed | ${f(computed.reqPerSec, 0)} | ${computed.p50} ms | ${computed.p99} ms |`,
+    `| (a')/(b) | ${f(computed.reqPerSec / floor.reqPerSec, 2)} | | |`,
     "",
     `First sync (the whole PKI issued: 2 CAs, the serving certificate, 2 client certificates), direct \`sync()\` calls over ${FIRST_SYNC_TENANTS} fresh tenants: **median ${f(first.median)} ms, p95 ${f(first.p95)} ms**.`,
     "",
@@ -257,4 +262,5 @@ try {
 } finally {
   app.process.disconnect();
   bare.process.disconnect();
+  uncached.process.disconnect();
 }

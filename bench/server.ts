@@ -1,5 +1,5 @@
 // One server under load, in its own process so that the load generator does not share its CPU
-// and its RSS is the server's alone. `tsx bench/server.ts app|bare`; talks to bench.ts over IPC.
+// and its RSS is the server's alone. `tsx bench/server.ts app|uncached|bare`; talks to bench.ts over IPC.
 import Fastify, { LogController, type FastifyInstance } from "fastify";
 import { buildApp } from "../hooks/app.ts";
 import { testConfig } from "../test/support/requests.ts";
@@ -18,7 +18,7 @@ function bareApp(): FastifyInstance {
   return app;
 }
 
-const app = kind === "bare" ? bareApp() : buildApp(config);
+const app = kind === "bare" ? bareApp() : buildApp(config, { answerCache: kind !== "uncached" });
 await app.listen({ host: "127.0.0.1", port: 0 });
 const address = app.server.address();
 process.send!({ port: typeof address === "object" && address ? address.port : 0 });

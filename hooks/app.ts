@@ -14,6 +14,8 @@ export interface AppOptions {
   now?: () => Date;
   /** Where logs go (tests capture them); defaults to stdout. */
   logStream?: NodeJS.WritableStream;
+  /** Reuse steady-state answers (default); off, every request is computed (the benchmark compares). */
+  answerCache?: boolean;
 }
 
 type Hook = (request: HookRequest, config: Config, now: Date) => Promise<HookResult>;
@@ -77,7 +79,7 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
       const started = performance.now();
       const raw = request.body as string;
       const time = now();
-      const cached = answers.get(raw);
+      const cached = options.answerCache === false ? undefined : answers.get(raw);
       if (cached && time.getTime() < cached.stableUntil) {
         recordCall(request, "sync", cached.report, started, true);
         return reply.type("application/json; charset=utf-8").send(cached.payload);
@@ -87,7 +89,7 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
       if (!parsed.ok) return badRequest(request, reply, "sync", parsed.problems, started);
       const result = await sync(parsed.request, config, time);
       const payload = JSON.stringify(result.response);
-      if (result.report.stableUntil) answers.set(raw, { payload, report: result.report, stableUntil: result.report.stableUntil.getTime() });
+      if (result.report.stableUntil && options.answerCache !== false) answers.set(raw, { payload, report: result.report, stableUntil: result.report.stableUntil.getTime() });
       recordCall(request, "sync", result.report, started, false);
       return reply.type("application/json; charset=utf-8").send(payload);
     });

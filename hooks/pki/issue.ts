@@ -107,7 +107,10 @@ export async function issueCa(subject: Subject, validity: Validity): Promise<Key
       new x509.AuthorityKeyIdentifierExtension(keys.keyId),
     ],
   }, signer);
-  return { certPem: `${cert.toString("pem")}\n`, keyPem: exportKey(keys.signingKey) };
+  const pair = { certPem: `${cert.toString("pem")}\n`, keyPem: exportKey(keys.signingKey) };
+  // The leaves that follow are signed with what is at hand, without reading the new CA back.
+  remember(pair, { subject: cert.subject, keyId: keys.keyId, signingKey: keys.signingKey });
+  return pair;
 }
 
 export async function issueLeaf(profile: LeafProfile, validity: Validity, issuer: KeyPairPem): Promise<KeyPairPem> {
@@ -146,15 +149,16 @@ const issuers = new Map<string, IssuerKeys>();
 const MAX_ISSUERS = 256;
 
 function issuerOf(issuer: KeyPairPem): IssuerKeys {
-  const cacheKey = `${issuer.certPem}\0${issuer.keyPem}`;
-  let entry = issuers.get(cacheKey);
-  if (!entry) {
-    const cert = new x509.X509Certificate(issuer.certPem);
-    entry = { subject: cert.subject, keyId: keyIdentifier(new Uint8Array(cert.publicKey.rawData)), signingKey: signingKey(createPrivateKey(issuer.keyPem)) };
-    if (issuers.size >= MAX_ISSUERS) issuers.delete(issuers.keys().next().value!);
-    issuers.set(cacheKey, entry);
-  }
-  return entry;
+  const known = issuers.get(`${issuer.certPem}\0${issuer.keyPem}`);
+  if (known) return known;
+  const cert = new x509.X509Certificate(issuer.certPem);
+  return remember(issuer, { subject: cert.subject, keyId: keyIdentifier(new Uint8Array(cert.publicKey.rawData)), signingKey: signingKey(createPrivateKey(issuer.keyPem)) });
+}
+
+function remember(issuer: KeyPairPem, keys: IssuerKeys): IssuerKeys {
+  if (issuers.size >= MAX_ISSUERS) issuers.delete(issuers.keys().next().value!);
+  issuers.set(`${issuer.certPem}\0${issuer.keyPem}`, keys);
+  return keys;
 }
 
 function exportKey(key: NodeSigningKey): string {
