@@ -6,19 +6,12 @@ import { before, describe, test } from "node:test";
 import type { FastifyInstance } from "fastify";
 import { buildApp } from "../../hooks/app.ts";
 import type { HookRequest, HookResponse } from "../../hooks/observed.ts";
-import { coreRelated, DAY, etcdStorage, makeCorePki, nextRequest, syncRequest, testConfig } from "../support/requests.ts";
+import { coreRelated, DAY, etcdStorage, makeCorePki, nextRequest, syncRequest, testConfig, QUARTERLY_SPEC } from "../support/requests.ts";
 
 const fixture = (name: string) => JSON.parse(readFileSync(new URL(`../fixtures/${name}`, import.meta.url), "utf8"));
 const config = testConfig();
 const T0 = new Date("2027-01-01T00:00:00Z");
-// CA 90 days: its successor is published at day 60 and promoted 15 days later.
-const SPEC = {
-  caCertConfigMap: [{ name: "etcd-ca", namespace: "team-a" }],
-  clientCertSecret: [{ name: "etcd-client", namespace: "team-a" }],
-  signingCertificateValidity: "2160h",
-  servingCertificateValidity: "720h",
-  clientCertificateValidity: "720h",
-};
+const SPEC = QUARTERLY_SPEC;
 
 /** The samples of one metric whose labels include `labels`, from Prometheus' text format. */
 function samples(text: string, name: string, labels: Record<string, string> = {}): number[] {

@@ -12,6 +12,15 @@ export function etcdStorage(name: string, spec: Record<string, unknown> = {}, ex
   return { apiVersion: "etcdproxy.dev/v1alpha1", kind: "EtcdStorage", metadata: { name, uid: `uid-${name}`, generation: 1 }, spec, ...extra };
 }
 
+/** CA 90 days (successor published at day 60, promoted 15 days later), leaves 30 days (renewed at day 20). */
+export const QUARTERLY_SPEC = {
+  caCertConfigMap: [{ name: "etcd-ca", namespace: "team-a" }],
+  clientCertSecret: [{ name: "etcd-client", namespace: "team-a" }],
+  signingCertificateValidity: "2160h",
+  servingCertificateValidity: "720h",
+  clientCertificateValidity: "720h",
+};
+
 export const SAMPLE_SPEC = {
   caCertConfigMap: [{ name: "etcd-serving-ca", namespace: "sample-system" }],
   clientCertSecret: [{ name: "etcd-client-cert", namespace: "sample-system" }],

@@ -5,21 +5,14 @@ import { X509Certificate } from "node:crypto";
 import { before, describe, test } from "node:test";
 import { sync } from "../../hooks/sync.ts";
 import type { HookRequest, HookResponse } from "../../hooks/observed.ts";
-import { child, coreRelated, DAY, etcdStorage, makeCorePki, nextRequest, syncRequest, testConfig, unb64 } from "../support/requests.ts";
+import { child, coreRelated, DAY, etcdStorage, makeCorePki, nextRequest, syncRequest, testConfig, unb64, QUARTERLY_SPEC } from "../support/requests.ts";
 import { splitPemBundle } from "../../hooks/pki/parse.ts";
 
 const config = testConfig();
 const ns = config.proxyNamespace;
 const T0 = new Date("2027-01-01T00:00:00Z");
 const at = (days: number) => new Date(T0.getTime() + days * DAY);
-// CA 90 days (rotation at day 60), leaves 30 days (renewal at day 20).
-const SPEC = {
-  caCertConfigMap: [{ name: "etcd-ca", namespace: "team-a" }],
-  clientCertSecret: [{ name: "etcd-client", namespace: "team-a" }],
-  signingCertificateValidity: "2160h",
-  servingCertificateValidity: "720h",
-  clientCertificateValidity: "720h",
-};
+const SPEC = QUARTERLY_SPEC;
 
 let related: HookRequest["related"];
 before(async () => {

@@ -6,12 +6,11 @@ import { before, describe, test } from "node:test";
 import fc from "fast-check";
 import type { HookRequest } from "../../hooks/observed.ts";
 import { sync } from "../../hooks/sync.ts";
-import { b64, coreRelated, DAY, etcdStorage, makeCorePki, nextRequest, SAMPLE_SPEC, syncRequest, testConfig, type CorePki } from "../support/requests.ts";
+import { b64, coreRelated, DAY, etcdStorage, makeCorePki, nextRequest, QUARTERLY_SPEC, SAMPLE_SPEC, syncRequest, testConfig, type CorePki } from "../support/requests.ts";
 
 const config = testConfig();
 const T0 = new Date("2027-01-01T00:00:00Z");
 const at = (days: number) => new Date(T0.getTime() + days * DAY);
-const SHORT = { ...SAMPLE_SPEC, signingCertificateValidity: "2160h", servingCertificateValidity: "720h", clientCertificateValidity: "720h" };
 let pki: CorePki;
 before(async () => {
   pki = await makeCorePki(new Date(T0.getTime() - DAY), 3);
@@ -47,7 +46,7 @@ async function assertStable(request: HookRequest, computedAt: Date) {
 
 describe("stableUntil", () => {
   test("a plain steady state is stable until a day before the next renewal", async () => {
-    const request = await steady(SHORT, [T0]);
+    const request = await steady(QUARTERLY_SPEC, [T0]);
     const { report } = await assertStable(request, at(1));
     assert.equal(report.stableUntil!.toISOString(), at(20 - 1).toISOString(), "leaves renew at day 20; resyncAfterSeconds leaves its cap a day before");
     const after = await sync(request, config, at(19.5));
@@ -55,7 +54,7 @@ describe("stableUntil", () => {
   });
 
   test("during a CA rotation overlap", async () => {
-    const request = await steady(SHORT, [T0, at(20.5), at(40.5), at(60.5)]);
+    const request = await steady(QUARTERLY_SPEC, [T0, at(20.5), at(40.5), at(60.5)]);
     const { response } = await assertStable(request, at(61));
     assert.equal(((response.status as any).conditions as { reason: string }[])[2]!.reason, "CARotationInProgress");
   });
