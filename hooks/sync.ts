@@ -2,7 +2,7 @@
 // Pure but for the PKI's randomness: the request, the configuration and the clock come in.
 import { planCertificates, type IssuanceEvent } from "./children/certificates.ts";
 import { buildDeployment, trustChecksum } from "./children/deployment.ts";
-import { buildGatewayConfigMap, NGINX_CONF_KEY } from "./children/gateway.ts";
+import { buildGatewayConfigMap, CLIENT_PORT, NGINX_CONF_KEY } from "./children/gateway.ts";
 import { buildPodDisruptionBudget } from "./children/pod-disruption-budget.ts";
 import { buildService } from "./children/service.ts";
 import type { Config } from "./config.ts";
@@ -39,7 +39,7 @@ const NEVER = new Date(8.64e15);
 const MAX_RESYNC_SECONDS = 24 * 3600;
 
 export function tenantEndpoint(tenant: string, config: Config): string {
-  return `https://${serviceHost(tenant, config.proxyNamespace)}:2379`;
+  return `https://${serviceHost(tenant, config.proxyNamespace)}:${CLIENT_PORT}`;
 }
 
 export async function sync(request: HookRequest, config: Config, now: Date): Promise<HookResult> {
