@@ -14,6 +14,8 @@ import type { FastifyInstance } from "fastify";
 import { buildApp } from "../../hooks/app.ts";
 import type { HookResponse, KubeObject } from "../../hooks/observed.ts";
 import { nextRequest, testConfig, unb64 } from "../support/requests.ts";
+import { restrictedViolations } from "../support/pod-security.ts";
+import { etcdStorageSchema } from "../../hooks/schema.ts";
 
 const fixture = (name: string) => JSON.parse(readFileSync(new URL(`../fixtures/${name}`, import.meta.url), "utf8"));
 const HOOK_RESPONSE_FIELDS = new Set(["status", "children", "resyncAfterSeconds", "finalized"]);
@@ -198,6 +200,34 @@ describe("hook server contract", () => {
     assert.equal(JSON.parse(logText.trim().split("\n").at(-1)!).fromCache, undefined);
     assert.notEqual(later.body, computed.body);
     await cachingApp.close();
+  });
+
+  test("the proxy pods (allowlist on and off) and the cleanup Job meet the restricted Pod Security Standard", async () => {
+    const podsOf = (children: KubeObject[]) => children.filter((c) => c.kind === "Deployment" || c.kind === "Job").map((c) => (c.spec as any).template);
+    const withoutGateway = buildApp(testConfig({ TENANT_API_ALLOWLIST: "false" }));
+    const pods = [
+      ...podsOf(((await post("/sync", fixture("sync-request.json"))).json() as HookResponse).children),
+      ...podsOf(((await withoutGateway.inject({ method: "POST", url: "/sync", payload: fixture("sync-request.json") })).json() as HookResponse).children),
+    ];
+    const finalizeRequest = fixture("finalize-request.json");
+    delete finalizeRequest.children["Deployment.apps/v1"]["kube-apiserver-storage/etcd-sample-apiserver"];
+    pods.push(...podsOf(((await post("/finalize", finalizeRequest)).json() as HookResponse).children));
+    await withoutGateway.close();
+    assert.equal(pods.length, 3, "two proxy pods and one Job pod");
+    for (const pod of pods) assert.deepEqual(restrictedViolations(pod.spec, pod.metadata?.annotations), []);
+  });
+
+  test("every field of the EtcdStorage schema has a description (kubectl explain)", () => {
+    const missing: string[] = [];
+    const walk = (node: any, path: string) => {
+      for (const [name, child] of Object.entries<any>(node.properties ?? {})) {
+        if (!child.description && name !== "metadata") missing.push(`${path}.${name}`);
+        walk(child, `${path}.${name}`);
+      }
+      if (node.items) walk(node.items, `${path}[]`);
+    };
+    walk(etcdStorageSchema, "EtcdStorage");
+    assert.deepEqual(missing, []);
   });
 
   test("GET /healthz", async () => {
