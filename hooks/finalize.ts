@@ -19,12 +19,20 @@ export async function finalize(request: HookRequest, config: Config, now: Date):
   const parent = request.parent;
   const tenant = parent.metadata.name;
   const names = tenantNames(tenant);
+  // Built first: a name whose prefix is not strictly inside the root gets no Job and no addresses.
+  let job: KubeObject | undefined;
+  let unsafe: UnsafePrefixError | undefined;
+  try {
+    job = buildCleanupJob(tenant, config);
+  } catch (error) {
+    if (!(error instanceof UnsafePrefixError)) throw error;
+    unsafe = error;
+  }
   const answer = (cleanup: ConditionInput, children: KubeObject[], finalized: boolean, resyncAfterSeconds?: number): HookResult => ({
     response: {
       status: {
         observedGeneration: parent.metadata.generation,
-        prefix: tenantPrefix(config.tenantPrefixRoot, tenant),
-        endpoint: tenantEndpoint(tenant, config),
+        ...(unsafe ? {} : { prefix: tenantPrefix(config.tenantPrefixRoot, tenant), endpoint: tenantEndpoint(tenant, config) }),
         conditions: withTransitionTimes(
           [{ type: "Ready", status: "False", reason: "Deleting", message: "the EtcdStorage is being deleted" }, cleanup],
           parent.status?.conditions,
@@ -42,7 +50,7 @@ export async function finalize(request: HookRequest, config: Config, now: Date):
 
   // Idempotent: once the keys are gone (and the GC may have taken the Job), the answer stays "done".
   const done = parent.status?.conditions?.find((c) => c.type === "Cleanup" && c.status === "True");
-  if (done) return answer(cleanup("True", done.reason, done.message), [], true);
+  if (done) return answer(cleanup("True", String(done.reason ?? "KeysDeleted"), String(done.message ?? "")), [], true);
 
   const policy = deletionPolicy(parent.spec);
   if (policy === "Retain") return answer(cleanup("True", "Retained", `deletionPolicy is Retain: the keys under ${tenantPrefix(config.tenantPrefixRoot, tenant)} are kept`), [], true);
@@ -55,13 +63,7 @@ export async function finalize(request: HookRequest, config: Config, now: Date):
     return answer(cleanup("False", "StoppingProxy", "waiting for the proxy Deployment to be deleted before deleting the keys"), [], false, WAIT_SECONDS);
   }
 
-  let job: KubeObject;
-  try {
-    job = buildCleanupJob(tenant, config);
-  } catch (error) {
-    if (!(error instanceof UnsafePrefixError)) throw error;
-    return answer(cleanup("False", "UnsafePrefix", error.message), [], false);
-  }
+  if (!job) return answer(cleanup("False", "UnsafePrefix", unsafe!.message), [], false);
 
   // 2. The cleanup Job, then 3. finalized when it has succeeded.
   const observedJob = findObject(request.children, "Job", config.proxyNamespace, names.cleanupJob);

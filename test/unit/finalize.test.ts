@@ -116,4 +116,5 @@ test("a hostile name never gets a Job", async () => {
   assert.deepEqual(response.children, []);
   assert.equal(response.finalized, false);
   assert.equal(cleanup(response).reason, "UnsafePrefix");
+  assert.equal((response.status as { prefix?: string }).prefix, undefined, "no prefix is reported for it either");
 });
