@@ -91,7 +91,10 @@ test("the CRD schema is structural, which kubernetes-models does not check (it i
   const crd = find("CustomResourceDefinition");
   const schema = crd.spec.versions[0].schema.openAPIV3Schema;
   assert.deepEqual(structuralProblems(schema), []);
-  assert.deepEqual(Object.keys(schema.properties.metadata), ["type"], "the API server allows no schema for metadata beyond name and generateName");
+  // kubernetes/kubernetes#77653: metadata may only restrict name and generateName.
+  const metadata = schema.properties.metadata;
+  assert.deepEqual(Object.keys(metadata).filter((key) => key !== "type" && key !== "properties"), [], "the API server allows no schema for metadata beyond name and generateName");
+  assert.deepEqual(Object.keys(metadata.properties ?? {}).filter((key) => key !== "name" && key !== "generateName"), [], "the API server allows no schema for metadata beyond name and generateName");
 });
 
 test("the example EtcdStorage is valid for our own schema and for the hooks", () => {
