@@ -212,6 +212,8 @@ test("every hook webhook reaches the hook Service, whose port leads to the hook 
   }
   const policy = find("NetworkPolicy", "etcdstorage-hooks");
   assert.deepEqual(policy.spec.ingress.flatMap((rule: Manifest) => rule.ports.map((p: Manifest) => p.port)), [Number(DEFAULTS.PORT)]);
+  assert.deepEqual(policy.spec.ingress.flatMap((rule: Manifest) => rule.from), [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "metacontroller" } } }], "only Metacontroller's namespace may call the hooks");
+  assert.deepEqual(policy.spec.egress, [], "the hooks call nothing");
 });
 
 // The kustomization installs everything but the example.
