@@ -4,10 +4,10 @@
 //   Job Complete → finalized;  Job Failed → keep the finalizer, report, replace the Job after a pause.
 import { buildCleanupJob, UnsafePrefixError } from "./children/cleanup-job.ts";
 import type { Config } from "./config.ts";
-import { tenantNames, tenantPrefix } from "./names.ts";
+import { tenantAddresses, tenantNames, tenantPrefix } from "./names.ts";
 import { findObject, type HookRequest, type KubeObject } from "./observed.ts";
 import { objectList, withTransitionTimes, type ConditionInput } from "./status.ts";
-import { tenantEndpoint, type HookResult } from "./sync.ts";
+import type { HookResult } from "./sync.ts";
 
 /** How long a failed cleanup Job stays (and its failure shows in status) before a new one replaces it. */
 export const CLEANUP_RETRY_DELAY_SECONDS = 60;
@@ -32,7 +32,7 @@ export async function finalize(request: HookRequest, config: Config, now: Date):
     response: {
       status: {
         observedGeneration: parent.metadata.generation,
-        ...(unsafe ? {} : { prefix: tenantPrefix(config.tenantPrefixRoot, tenant), endpoint: tenantEndpoint(tenant, config) }),
+        ...(unsafe ? {} : tenantAddresses(tenant, config)),
         conditions: withTransitionTimes(
           [{ type: "Ready", status: "False", reason: "Deleting", message: "the EtcdStorage is being deleted" }, cleanup],
           parent.status?.conditions,

@@ -64,3 +64,11 @@ export function tenantPrefix(prefixRoot: string, tenant: string): string {
 export function serviceHost(tenant: string, namespace: string): string {
   return `${tenantNames(tenant).proxy}.${namespace}.svc`;
 }
+
+/** The port of the tenant endpoint (the Service's): the gateway's, or the proxy's own without it. */
+export const CLIENT_PORT = 2379;
+
+/** status.prefix and status.endpoint: what an aggregated API server is configured with. */
+export function tenantAddresses(tenant: string, config: { tenantPrefixRoot: string; proxyNamespace: string }) {
+  return { prefix: tenantPrefix(config.tenantPrefixRoot, tenant), endpoint: `https://${serviceHost(tenant, config.proxyNamespace)}:${CLIENT_PORT}` };
+}

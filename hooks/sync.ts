@@ -2,13 +2,13 @@
 // Pure but for the PKI's randomness: the request, the configuration and the clock come in.
 import { planCertificates, type IssuanceEvent } from "./children/certificates.ts";
 import { buildDeployment, trustChecksum } from "./children/deployment.ts";
-import { buildGatewayConfigMap, CLIENT_PORT, NGINX_CONF_KEY } from "./children/gateway.ts";
+import { buildGatewayConfigMap, NGINX_CONF_KEY } from "./children/gateway.ts";
 import { buildPodDisruptionBudget } from "./children/pod-disruption-budget.ts";
 import { buildService } from "./children/service.ts";
 import type { Config } from "./config.ts";
 import { checkCoreCredentials } from "./core-credentials.ts";
 import { echoChildren } from "./echo.ts";
-import { serviceHost, tenantNames, tenantPrefix } from "./names.ts";
+import { tenantAddresses, tenantNames } from "./names.ts";
 import { findObject, type HookRequest, type HookResponse } from "./observed.ts";
 import { readSpec } from "./spec.ts";
 import { carriesEveryTransition, proxyAvailable, ready, withTransitionTimes, type ConditionInput } from "./status.ts";
@@ -38,10 +38,6 @@ const NEVER = new Date(8.64e15);
 // daily so a lost timer costs a day, never a certificate.
 const MAX_RESYNC_SECONDS = 24 * 3600;
 
-export function tenantEndpoint(tenant: string, config: Config): string {
-  return `https://${serviceHost(tenant, config.proxyNamespace)}:${CLIENT_PORT}`;
-}
-
 export async function sync(request: HookRequest, config: Config, now: Date): Promise<HookResult> {
   const parent = request.parent;
   const tenant = parent.metadata.name;
@@ -56,7 +52,7 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
     const conditions = withTransitionTimes([invalid, proxy], previous, now, generation);
     return {
       response: {
-        status: { observedGeneration: generation, ...addresses(tenant, config, read.nameValid), conditions },
+        status: { observedGeneration: generation, ...(read.nameValid ? tenantAddresses(tenant, config) : {}), conditions },
         children: echoChildren(request.children),
       },
       report: { tenant, outcome: "InvalidSpec", events: [], certificates: [], ...(carriesEveryTransition(conditions, previous) ? { stableUntil: NEVER } : {}) },
@@ -87,8 +83,9 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
           message: pki.rotating.length > 0 ? `successor CA published for ${pki.rotating.join(", ")}; leaves move after the overlap` : `${pki.certificates.length} certificates valid`,
         };
   const parts = [proxy, certificatesCondition, coreCondition];
+  const addresses = tenantAddresses(tenant, config);
   const conditions = withTransitionTimes(
-    [ready(parts, `etcd is served at ${tenantEndpoint(tenant, config)} under ${tenantPrefix(config.tenantPrefixRoot, tenant)}`), ...parts],
+    [ready(parts, `etcd is served at ${addresses.endpoint} under ${addresses.prefix}`), ...parts],
     previous,
     now,
     generation,
@@ -102,7 +99,7 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
     response: {
       status: {
         observedGeneration: generation,
-        ...addresses(tenant, config, true),
+        ...addresses,
         conditions,
         certificates: pki.certificates,
       },
@@ -117,8 +114,4 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
       ...(stable ? { stableUntil: new Date(stableUntil) } : {}),
     },
   };
-}
-
-function addresses(tenant: string, config: Config, nameValid: boolean) {
-  return nameValid ? { prefix: tenantPrefix(config.tenantPrefixRoot, tenant), endpoint: tenantEndpoint(tenant, config) } : {};
 }

@@ -3,13 +3,12 @@
 // command line against real etcd.
 import { createHash } from "node:crypto";
 import type { Config } from "../config.ts";
-import { childLabels, proxySelector, serviceHost, tenantNames, tenantPrefix, TRUST_CHECKSUM_ANNOTATION } from "../names.ts";
+import { childLabels, CLIENT_PORT, proxySelector, serviceHost, tenantNames, tenantPrefix, TRUST_CHECKSUM_ANNOTATION } from "../names.ts";
 import type { KubeObject } from "../observed.ts";
 import type { EtcdStorageSpec } from "../spec.ts";
-import { CLIENT_PORT, gatewayContainer, gatewayVolumes, UPSTREAM_PORT } from "./gateway.ts";
+import { gatewayContainer, gatewayVolumes, UPSTREAM_PORT } from "./gateway.ts";
 import { configMapVolume, coreCredentialMounts, coreCredentialVolumes, coreEtcdFlags, restrictedContainerSecurity, restrictedPodSecurity, secretVolume } from "./pod.ts";
 
-export { CLIENT_PORT };
 export const METRICS_PORT = 2381;
 const ETCD_BINARY = "/usr/local/bin/etcd";
 

@@ -5,13 +5,11 @@
 // with gRPC PERMISSION_DENIED. nginx terminates the tenant's mTLS and forwards over the pod's
 // loopback to the proxy, which then listens on 127.0.0.1 only.
 import type { Config } from "../config.ts";
-import { childLabels, tenantNames } from "../names.ts";
+import { childLabels, CLIENT_PORT, tenantNames } from "../names.ts";
 import type { KubeObject } from "../observed.ts";
 import { configMap } from "./objects.ts";
 import { restrictedContainerSecurity } from "./pod.ts";
 
-/** The tenant endpoint's port, the Service's: nginx's, or the proxy's own when the gateway is off. */
-export const CLIENT_PORT = 2379;
 /** grpc-proxy's loopback listener, reachable only from inside the pod. */
 export const UPSTREAM_PORT = 23790;
 

@@ -1,7 +1,6 @@
 import type { Config } from "../config.ts";
-import { childLabels, proxySelector, tenantNames } from "../names.ts";
+import { childLabels, CLIENT_PORT, proxySelector, tenantNames } from "../names.ts";
 import type { KubeObject } from "../observed.ts";
-import { CLIENT_PORT } from "./deployment.ts";
 
 /** etcd-<name>: the endpoint the aggregated API server's --etcd-servers points at. */
 export function buildService(tenant: string, config: Config): KubeObject {
