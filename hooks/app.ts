@@ -6,8 +6,7 @@ import { finalize } from "./finalize.ts";
 import { createMetrics, type HookName } from "./metrics.ts";
 import { parseCustomizeRequest, parseHookRequest } from "./request.ts";
 import { LruCache } from "./lru-cache.ts";
-import { sync, type HookResult, type SyncReport } from "./sync.ts";
-import type { HookRequest } from "./observed.ts";
+import { sync, type SyncReport } from "./sync.ts";
 
 export interface AppOptions {
   /** The clock; tests move it. */
@@ -18,7 +17,6 @@ export interface AppOptions {
   answerCache?: boolean;
 }
 
-type Hook = (request: HookRequest, config: Config, now: Date) => Promise<HookResult>;
 
 // Room for the steady-state answers of about a thousand tenants with two destinations each
 // (a 30 KiB request and a 30 KiB answer): some 64 MiB at most, then the least recent go.
@@ -35,10 +33,10 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
   });
   const metrics = createMetrics();
 
-  const badRequest = (request: FastifyRequest, reply: FastifyReply, hook: HookName, problems: string[], started: number) => {
+  const badRequest = (request: FastifyRequest, reply: FastifyReply, hook: HookName, problems: string[], started: number, body: unknown) => {
     const durationMs = performance.now() - started;
     metrics.hookCall(hook, "BadRequest", durationMs / 1000);
-    request.log.info({ hook: `/${hook}`, tenant: tenantOf(request.body), outcome: "BadRequest", problems, durationMs: round(durationMs) }, "rejected request");
+    request.log.info({ hook: `/${hook}`, tenant: tenantOf(body), outcome: "BadRequest", problems, durationMs: round(durationMs) }, "rejected request");
     return reply.code(400).send({ code: "BadRequest", message: `invalid hook request: ${problems.join("; ")}`, problems });
   };
 
@@ -52,19 +50,14 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
     );
   };
 
-  const hookRoute = (name: HookName, hook: Hook) => {
-    const path = `/${name}`;
-    app.post(path, async (request, reply) => {
-      const started = performance.now();
-      const parsed = parseHookRequest(request.body);
-      if (!parsed.ok) return badRequest(request, reply, name, parsed.problems, started);
-      const result = await hook(parsed.request, config, now());
-      recordCall(request, name, result.report, started, false);
-      return result.response;
-    });
-  };
-
-  hookRoute("finalize", finalize);
+  app.post("/finalize", async (request, reply) => {
+    const started = performance.now();
+    const parsed = parseHookRequest(request.body);
+    if (!parsed.ok) return badRequest(request, reply, "finalize", parsed.problems, started, request.body);
+    const result = await finalize(parsed.request, config, now());
+    recordCall(request, "finalize", result.report, started, false);
+    return result.response;
+  });
 
   // The steady-state sync: Metacontroller resyncs every tenant periodically with a body that is
   // byte for byte the last one while nothing changed. Such a request is answered with the answer
@@ -86,7 +79,7 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
       }
       const body = await new Promise<unknown>((resolve, reject) => parseJson(request, raw, (error, parsed) => (error ? reject(error) : resolve(parsed))));
       const parsed = parseHookRequest(body);
-      if (!parsed.ok) return badRequest(request, reply, "sync", parsed.problems, started);
+      if (!parsed.ok) return badRequest(request, reply, "sync", parsed.problems, started, body);
       const result = await sync(parsed.request, config, time);
       const payload = JSON.stringify(result.response);
       if (result.report.stableUntil && options.answerCache !== false) answers.set(raw, { payload, report: result.report, stableUntil: result.report.stableUntil.getTime() });
@@ -98,7 +91,7 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
   app.post("/customize", async (request, reply) => {
     const started = performance.now();
     const parsed = parseCustomizeRequest(request.body);
-    if (!parsed.ok) return badRequest(request, reply, "customize", parsed.problems, started);
+    if (!parsed.ok) return badRequest(request, reply, "customize", parsed.problems, started, request.body);
     const durationMs = performance.now() - started;
     metrics.hookCall("customize", "Customized", durationMs / 1000);
     request.log.info({ hook: "/customize", tenant: parsed.request.parent.metadata.name, outcome: "Customized", durationMs: round(durationMs) }, "hook call");
