@@ -1,6 +1,6 @@
 # The hook server image. tsx is a runtime dependency (the hooks run as TypeScript), so the
 # production install is enough; nothing is compiled.
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./
