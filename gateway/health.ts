@@ -1,0 +1,61 @@
+// The plain-HTTP side of a gateway, for the kubelet and Prometheus (neither presents a client
+// certificate): /livez answers while the process serves; /readyz reads through to core etcd, so
+// a gateway that cannot reach it leaves the Service; /metrics.
+import http from "node:http";
+import type { Logger } from "pino";
+import { Status, frame, frameWriter } from "./grpc.ts";
+import { assertConfined, KEYED_REQUESTS } from "./keys.ts";
+import { range } from "./kv.ts";
+import type { GatewayMetrics } from "./metrics.ts";
+import type { CallContext } from "./proxy.ts";
+import type { CoreConnection } from "./upstream.ts";
+
+// A linearizable count of one key, as kube-apiserver's own etcd check reads <prefix>/health.
+const READINESS_TIMEOUT = "2S";
+
+function readinessRequest(ctx: CallContext): Buffer {
+  const tenant = frameWriter(16);
+  tenant.bytesField(1, Buffer.from("health"));
+  tenant.varintField(9, 1); // count_only
+  const { framed } = range.request(frame(tenant).subarray(5), ctx);
+  assertConfined(ctx.keyspace, KEYED_REQUESTS.RangeRequest, framed, 5);
+  return framed;
+}
+
+export interface HealthState {
+  /** False once the gateway is shutting down: readiness fails first, so the Service stops sending. */
+  serving: boolean;
+}
+
+export function startHealthServer(host: string, port: number, ctx: CallContext, core: CoreConnection, metrics: GatewayMetrics, state: HealthState, log: Logger): Promise<http.Server> {
+  const probe = readinessRequest(ctx);
+  const server = http.createServer(async (request, response) => {
+    const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
+      response.writeHead(status, { "content-type": type });
+      response.end(body);
+    };
+    try {
+      if (request.method !== "GET") return reply(405, "GET only\n");
+      switch (request.url) {
+        case "/livez":
+          return reply(200, "ok\n");
+        case "/readyz": {
+          if (!state.serving) return reply(503, "shutting down\n");
+          const answer = await core.call("/etcdserverpb.KV/Range", { "grpc-timeout": READINESS_TIMEOUT }, probe, 4096);
+          return answer.code === Status.OK ? reply(200, "ok\n") : reply(503, `core etcd: ${answer.message || `gRPC status ${answer.code}`}\n`);
+        }
+        case "/metrics":
+          return reply(200, await metrics.registry.metrics(), metrics.registry.contentType);
+        default:
+          return reply(404, "/livez, /readyz or /metrics\n");
+      }
+    } catch (error) {
+      log.error({ err: (error as Error).message }, "health endpoint failed");
+      if (!response.headersSent) reply(500, "internal error\n");
+    }
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}

@@ -1,0 +1,190 @@
+// KV: Range, Put, DeleteRange and Txn, translated field by field on the wire. Keys and range ends
+// go through the tenant's keyspace (keys.ts), lease IDs through its lease scope (lease.ts); the
+// other fields etcd defines are copied as they came; a field etcd does not define is dropped, as
+// etcd itself ignores it. Empty keys and empty Txn operations are refused here with etcd's own
+// errors: once prefixed they would no longer be empty, and etcd would accept them.
+import { GrpcError, Status, frame, frameWriter } from "./grpc.ts";
+import { KEYED_REQUESTS, type EmptyRangeEnd } from "./keys.ts";
+import { checkKeySize, checkTxnDepth } from "./limits.ts";
+import { copyKnownFields, writeStrippedKeyValue, type KnownFields } from "./messages.ts";
+import type { CallContext, UnaryMethod } from "./proxy.ts";
+import { LENGTH_DELIMITED, Reader, VARINT, type Writer } from "./wire.ts";
+
+const EMPTY_KEY = () => new GrpcError(Status.INVALID_ARGUMENT, "etcdserver: key is not provided");
+const EMPTY_OPERATION = () => new GrpcError(Status.INVALID_ARGUMENT, "etcdserver: key not found");
+
+/** A request message with a key (and maybe a range end) among fields that are copied as they are. */
+interface KeyedMessage {
+  name: string;
+  keyField: number;
+  rangeEndField?: number;
+  emptyRangeEnd?: EmptyRangeEnd;
+  /** A lease ID to confine (PutRequest.lease). */
+  leaseField?: number;
+  copied: KnownFields;
+}
+
+const V = VARINT;
+const L = LENGTH_DELIMITED;
+const RANGE: KeyedMessage = {
+  name: "RangeRequest",
+  keyField: 1,
+  rangeEndField: 2,
+  emptyRangeEnd: "to-the-end",
+  // limit, revision, sort_order, sort_target, serializable, keys_only, count_only, min/max mod and create revisions
+  copied: { 3: V, 4: V, 5: V, 6: V, 7: V, 8: V, 9: V, 10: V, 11: V, 12: V, 13: V },
+};
+// value, prev_kv, ignore_value, ignore_lease
+const PUT: KeyedMessage = { name: "PutRequest", keyField: 1, leaseField: 3, copied: { 2: L, 4: V, 5: V, 6: V } };
+const DELETE_RANGE: KeyedMessage = { name: "DeleteRangeRequest", keyField: 1, rangeEndField: 2, emptyRangeEnd: "to-the-end", copied: { 3: V } };
+// result, target, version, create_revision, mod_revision, value, lease (a value compared, not a lease used)
+const COMPARE: KeyedMessage = { name: "Compare", keyField: 3, rangeEndField: 64, emptyRangeEnd: "to-the-end", copied: { 1: V, 2: V, 4: V, 5: V, 6: V, 7: L, 8: V } };
+
+/** Writes a keyed message's translation (its bytes `[start, end)` of `buf`) into `writer`. */
+function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer): void {
+  const reader = new Reader(buf, start, end);
+  let key: Buffer | undefined;
+  let rangeEnd: Buffer | undefined;
+  let lease = 0n;
+  const copied: number[] = [];
+  // Repeated singular fields: the last one counts, as in etcd's decoder.
+  while (reader.next()) {
+    if (reader.field === spec.keyField) {
+      reader.expect(LENGTH_DELIMITED, spec.name);
+      key = reader.bytes();
+    } else if (reader.field === spec.rangeEndField) {
+      reader.expect(LENGTH_DELIMITED, spec.name);
+      rangeEnd = reader.bytes();
+    } else if (reader.field === spec.leaseField) {
+      reader.expect(VARINT, spec.name);
+      lease = reader.bigint();
+    } else if (spec.copied[reader.field] !== undefined) {
+      copied.push(...reader.rawField(spec.copied[reader.field]!, spec.name));
+    } else {
+      reader.skip();
+    }
+  }
+  if (key === undefined || key.length === 0) throw EMPTY_KEY();
+  checkKeySize(ctx.limits, key, "a key");
+  if (rangeEnd !== undefined) checkKeySize(ctx.limits, rangeEnd, "a range end");
+  const core = ctx.keyspace.range(key, rangeEnd, spec.emptyRangeEnd ?? "single-key");
+  writer.bytesField(spec.keyField, core.key);
+  if (core.rangeEnd) writer.bytesField(spec.rangeEndField!, core.rangeEnd);
+  if (spec.leaseField !== undefined) {
+    const confined = ctx.leases.confineAttached(lease);
+    if (confined !== 0n) writer.bigintField(spec.leaseField, confined);
+  }
+  for (let i = 0; i < copied.length; i += 2) writer.raw(buf, copied[i]!, copied[i + 1]!);
+}
+
+/** A RequestOp: one of range 1, put 2, delete_range 3, txn 4 (the last one present counts). */
+function writeRequestOp(buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, depth: number): void {
+  const reader = new Reader(buf, start, end);
+  let chosen: [field: number, start: number, end: number] | undefined;
+  while (reader.next()) {
+    if (reader.field >= 1 && reader.field <= 4) {
+      reader.expect(LENGTH_DELIMITED, "RequestOp");
+      chosen = [reader.field, ...reader.span()];
+    } else {
+      reader.skip();
+    }
+  }
+  if (!chosen) throw EMPTY_OPERATION();
+  const [field, opStart, opEnd] = chosen;
+  const mark = writer.begin(field, opEnd - opStart + ctx.keyspace.prefix.length * 2);
+  if (field === 4) writeTxn(buf, opStart, opEnd, ctx, writer, depth + 1);
+  else writeKeyed(field === 1 ? RANGE : field === 2 ? PUT : DELETE_RANGE, buf, opStart, opEnd, ctx, writer);
+  writer.finish(mark);
+}
+
+/** A TxnRequest: compare 1, success 2, failure 3, each repeated, in order. */
+function writeTxn(buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, depth: number): void {
+  checkTxnDepth(ctx.limits, depth);
+  const reader = new Reader(buf, start, end);
+  while (reader.next()) {
+    if (reader.field < 1 || reader.field > 3) {
+      reader.skip();
+      continue;
+    }
+    reader.expect(LENGTH_DELIMITED, "TxnRequest");
+    const [partStart, partEnd] = reader.span();
+    const mark = writer.begin(reader.field, partEnd - partStart + ctx.keyspace.prefix.length * 2);
+    if (reader.field === 1) writeKeyed(COMPARE, buf, partStart, partEnd, ctx, writer);
+    else writeRequestOp(buf, partStart, partEnd, ctx, writer, depth);
+    writer.finish(mark);
+  }
+}
+
+function translate(message: Buffer, ctx: CallContext, write: (writer: Writer) => void): { framed: Buffer; state: undefined } {
+  const writer = frameWriter(message.length + ctx.keyspace.prefix.length * 4 + 32);
+  write(writer);
+  return { framed: frame(writer), state: undefined };
+}
+
+// Answers: header and counters as they came, every KeyValue with its key stripped.
+type AnswerFields = { copied: KnownFields; keyValues: readonly number[]; nested?: Readonly<Record<number, AnswerFields>> };
+const RANGE_ANSWER: AnswerFields = { copied: { 1: L, 3: V, 4: V }, keyValues: [2] }; // header, kvs, more, count
+const PUT_ANSWER: AnswerFields = { copied: { 1: L }, keyValues: [2] }; // header, prev_kv
+const DELETE_RANGE_ANSWER: AnswerFields = { copied: { 1: L, 2: V }, keyValues: [3] }; // header, deleted, prev_kvs
+const RESPONSE_OP: AnswerFields = { copied: {}, keyValues: [], nested: { 1: RANGE_ANSWER, 2: PUT_ANSWER, 3: DELETE_RANGE_ANSWER } };
+const TXN_ANSWER: AnswerFields = { copied: { 1: L, 2: V }, keyValues: [], nested: { 3: RESPONSE_OP } }; // header, succeeded, responses
+(RESPONSE_OP.nested as Record<number, AnswerFields>)[4] = TXN_ANSWER;
+
+function writeAnswer(fields: AnswerFields, name: string, buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer): void {
+  const reader = new Reader(buf, start, end);
+  while (reader.next()) {
+    const nested = fields.nested?.[reader.field];
+    if (fields.keyValues.includes(reader.field)) {
+      writeStrippedKeyValue(reader, reader.field, ctx.keyspace, writer, name);
+    } else if (nested) {
+      reader.expect(LENGTH_DELIMITED, name);
+      const field = reader.field;
+      const [innerStart, innerEnd] = reader.span();
+      const mark = writer.begin(field, innerEnd - innerStart);
+      writeAnswer(nested, name, buf, innerStart, innerEnd, ctx, writer);
+      writer.finish(mark);
+    } else {
+      copyKnownFields(reader, fields.copied, name, writer);
+    }
+  }
+}
+
+function answer(fields: AnswerFields, name: string) {
+  return (message: Buffer, ctx: CallContext): Buffer => {
+    const writer = frameWriter(message.length);
+    writeAnswer(fields, name, message, 0, message.length, ctx, writer);
+    return frame(writer);
+  };
+}
+
+export const range: UnaryMethod<undefined> = {
+  kind: "unary",
+  keyed: KEYED_REQUESTS.RangeRequest,
+  idempotent: true,
+  request: (message, ctx) => translate(message, ctx, (writer) => writeKeyed(RANGE, message, 0, message.length, ctx, writer)),
+  response: answer(RANGE_ANSWER, "RangeResponse"),
+};
+
+export const put: UnaryMethod<undefined> = {
+  kind: "unary",
+  keyed: KEYED_REQUESTS.PutRequest,
+  idempotent: false,
+  request: (message, ctx) => translate(message, ctx, (writer) => writeKeyed(PUT, message, 0, message.length, ctx, writer)),
+  response: answer(PUT_ANSWER, "PutResponse"),
+};
+
+export const deleteRange: UnaryMethod<undefined> = {
+  kind: "unary",
+  keyed: KEYED_REQUESTS.DeleteRangeRequest,
+  idempotent: false,
+  request: (message, ctx) => translate(message, ctx, (writer) => writeKeyed(DELETE_RANGE, message, 0, message.length, ctx, writer)),
+  response: answer(DELETE_RANGE_ANSWER, "DeleteRangeResponse"),
+};
+
+export const txn: UnaryMethod<undefined> = {
+  kind: "unary",
+  keyed: KEYED_REQUESTS.TxnRequest,
+  idempotent: false,
+  request: (message, ctx) => translate(message, ctx, (writer) => writeTxn(message, 0, message.length, ctx, writer, 1)),
+  response: answer(TXN_ANSWER, "TxnResponse"),
+};

@@ -1,0 +1,170 @@
+// Leases. etcd's lease IDs are global to the cluster and its own IDs are sequential, so a tenant
+// could keep alive, inspect or attach keys to a host's lease by guessing its ID. The gateway
+// therefore grants every lease of a tenant under an ID it chooses: 31 bits that are a hash of the
+// tenant's prefix (the tenant's tag) and 32 random bits. A lease ID without the tenant's tag is
+// replaced, before it is sent, by the tenant's "absent" lease (its tag and zero random bits,
+// never granted), so core etcd answers exactly as for a lease that does not exist, and the tenant
+// learns nothing. Ownership is a property of the ID: it survives gateway restarts and holds
+// across replicas without any stored state.
+import { createHash, randomInt } from "node:crypto";
+import { GrpcError, Status, frame, frameWriter } from "./grpc.ts";
+import { passThrough } from "./messages.ts";
+import type { StreamMethod, UnaryMethod } from "./proxy.ts";
+import { LENGTH_DELIMITED, MalformedMessage, Reader, VARINT } from "./wire.ts";
+
+const RANDOM_BITS = 32n;
+const RANDOM_RANGE = 2 ** 32;
+
+export class LeaseScope {
+  /** The tenant's tag: the high 31 bits of each of its lease IDs (so IDs stay positive). */
+  readonly tag: bigint;
+  /** A lease ID of the tenant's that is never granted: what foreign IDs become. */
+  readonly absent: bigint;
+
+  constructor(prefix: string) {
+    const tag = BigInt(createHash("sha256").update(prefix).digest().readUInt32BE(0) & 0x7fffffff);
+    this.tag = tag === 0n ? 1n : tag;
+    this.absent = this.tag << RANDOM_BITS;
+  }
+
+  /** A fresh ID for a grant: the tag and 32 random bits, never the absent ID. */
+  newId(): bigint {
+    return this.absent | BigInt(randomInt(1, RANDOM_RANGE));
+  }
+
+  /** The ID to send for a lease the tenant names: its own, or the absent one. */
+  confine(id: bigint): bigint {
+    return id >> RANDOM_BITS === this.tag && id !== this.absent ? id : this.absent;
+  }
+
+  /** The ID of a Put's lease field: 0 (no lease) stays 0. */
+  confineAttached(id: bigint): bigint {
+    return id === 0n ? 0n : this.confine(id);
+  }
+}
+
+/** A message with one lease ID field (LeaseRevokeRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest's first field). */
+function readId(message: Buffer, name: string, extra?: (reader: Reader) => boolean): { id: bigint; rest: [number, number][] } {
+  const reader = new Reader(message);
+  let id = 0n;
+  const rest: [number, number][] = [];
+  while (reader.next()) {
+    if (reader.field === 1) {
+      reader.expect(VARINT, name);
+      id = reader.bigint();
+    } else if (extra?.(reader)) {
+      rest.push([reader.fieldStart, reader.pos]);
+    } else {
+      reader.skip();
+    }
+  }
+  return { id, rest };
+}
+
+function writeWithId(id: bigint, message: Buffer, rest: [number, number][]): Buffer {
+  const writer = frameWriter(16 + message.length);
+  if (id !== 0n) writer.bigintField(1, id);
+  for (const [start, end] of rest) writer.raw(message, start, end);
+  return frame(writer);
+}
+
+/** A response whose ID field (2) is set back to what the tenant asked about; other fields as they came. */
+function restoreId(message: Buffer, id: bigint, name: string, keys?: (value: Buffer) => Buffer | undefined): Buffer {
+  const reader = new Reader(message);
+  const writer = frameWriter(message.length + 10);
+  while (reader.next()) {
+    if (reader.field === 2) {
+      reader.expect(VARINT, name);
+      reader.skip();
+      continue;
+    }
+    if (reader.field === 5 && keys) {
+      reader.expect(LENGTH_DELIMITED, name);
+      const tenantKey = keys(reader.bytes());
+      if (tenantKey !== undefined) writer.bytesField(5, tenantKey);
+      continue;
+    }
+    if (reader.field === 1 || reader.field === 3 || reader.field === 4) {
+      const [start, end] = reader.rawField(reader.field === 1 ? LENGTH_DELIMITED : VARINT, name);
+      writer.raw(message, start, end);
+      continue;
+    }
+    reader.skip();
+  }
+  if (id !== 0n) writer.bigintField(2, id);
+  return frame(writer);
+}
+
+export const leaseGrant: UnaryMethod<void> = {
+  kind: "unary",
+  idempotent: false,
+  request(message, ctx) {
+    // LeaseGrantRequest: TTL = 1, ID = 2.
+    const reader = new Reader(message);
+    const writer = frameWriter(32);
+    while (reader.next()) {
+      if (reader.field === 1) {
+        const [start, end] = reader.rawField(VARINT, "LeaseGrantRequest");
+        writer.raw(message, start, end);
+      } else if (reader.field === 2) {
+        reader.expect(VARINT, "LeaseGrantRequest");
+        if (reader.bigint() !== 0n) throw new GrpcError(Status.INVALID_ARGUMENT, "etcdstorage gateway: a lease ID cannot be chosen by the client; send ID 0 and use the ID granted");
+      } else {
+        reader.skip();
+      }
+    }
+    writer.bigintField(2, ctx.leases.newId());
+    return { framed: frame(writer), state: undefined };
+  },
+  // LeaseGrantResponse carries the ID the gateway chose, the TTL and an error string: as they came.
+  response: (message) => passThrough(message, { 1: LENGTH_DELIMITED, 2: VARINT, 3: VARINT, 4: LENGTH_DELIMITED }, "LeaseGrantResponse"),
+  // Another lease already has the random ID: draw again.
+  retry: (code, message) => code === Status.FAILED_PRECONDITION && message.includes("lease already exists"),
+};
+
+export const leaseRevoke: UnaryMethod<void> = {
+  kind: "unary",
+  idempotent: false,
+  request(message, ctx) {
+    const { id } = readId(message, "LeaseRevokeRequest");
+    return { framed: writeWithId(ctx.leases.confine(id), message, []), state: undefined };
+  },
+  response: (message) => passThrough(message, { 1: LENGTH_DELIMITED }, "LeaseRevokeResponse"),
+};
+
+export const leaseTimeToLive: UnaryMethod<bigint> = {
+  kind: "unary",
+  idempotent: true,
+  request(message, ctx) {
+    // LeaseTimeToLiveRequest: ID = 1, keys = 2.
+    const { id, rest } = readId(message, "LeaseTimeToLiveRequest", (reader) => {
+      if (reader.field !== 2) return false;
+      reader.expect(VARINT, "LeaseTimeToLiveRequest");
+      reader.skip();
+      return true;
+    });
+    return { framed: writeWithId(ctx.leases.confine(id), message, rest), state: id };
+  },
+  // LeaseTimeToLiveResponse: header 1, ID 2, TTL 3, grantedTTL 4, keys 5 (only the tenant's, stripped).
+  response: (message, ctx, id) => restoreId(message, id, "LeaseTimeToLiveResponse", (key) => (ctx.keyspace.isKeyInside(key) ? ctx.keyspace.strip(key) : undefined)),
+};
+
+/** LeaseKeepAlive: a stream of IDs; etcd answers each in order, so the asked IDs queue up. */
+export const leaseKeepAlive: StreamMethod = {
+  kind: "stream",
+  open(ctx) {
+    const asked: bigint[] = [];
+    return {
+      request(message) {
+        const { id } = readId(message, "LeaseKeepAliveRequest");
+        asked.push(id);
+        return writeWithId(ctx.leases.confine(id), message, []);
+      },
+      response(message) {
+        const id = asked.shift();
+        if (id === undefined) throw new MalformedMessage("a keepalive answer for no request");
+        return restoreId(message, id, "LeaseKeepAliveResponse");
+      },
+    };
+  },
+};

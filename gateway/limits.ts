@@ -1,0 +1,34 @@
+// What one tenant may send in one call. Bounds, not quotas: they keep a message from costing the
+// gateway or core etcd more than an API server's largest honest request does.
+import { GrpcError, Status } from "./grpc.ts";
+
+export interface Limits {
+  /** Largest request message: clientv3 sends up to 2 MiB (etcd itself accepts 1.5 MiB by default). */
+  maxRequestBytes: number;
+  /** Largest answer taken from core etcd for one message (a page of a list). */
+  maxResponseBytes: number;
+  /**
+   * Largest tenant key. etcd keeps every key of every revision in memory (its index), so a tenant's
+   * key size is the host's memory; Kubernetes keys are a few hundred bytes.
+   */
+  maxKeyBytes: number;
+  /** Deepest Txn inside Txn: the gateway reads nested transactions recursively. */
+  maxTxnDepth: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  maxRequestBytes: 2 * 1024 * 1024,
+  maxResponseBytes: 64 * 1024 * 1024,
+  maxKeyBytes: 8 * 1024,
+  maxTxnDepth: 8,
+};
+
+export function checkKeySize(limits: Limits, key: Uint8Array, what: string): void {
+  if (key.length > limits.maxKeyBytes) {
+    throw new GrpcError(Status.INVALID_ARGUMENT, `etcdstorage gateway: ${what} of ${key.length} bytes exceeds the limit of ${limits.maxKeyBytes} bytes for a key`);
+  }
+}
+
+export function checkTxnDepth(limits: Limits, depth: number): void {
+  if (depth > limits.maxTxnDepth) throw new GrpcError(Status.INVALID_ARGUMENT, `etcdstorage gateway: transactions nested deeper than ${limits.maxTxnDepth} levels are refused`);
+}

@@ -1,0 +1,128 @@
+// The tenant gateway's process: read flags and TLS files (a bad one exits 2 naming the flag),
+// serve the tenant's mTLS gRPC endpoint and the plain-HTTP health port, reload certificates as the
+// mounted files change, and on SIGTERM fail readiness, end watch streams (clients move to another
+// replica) and let unary calls in flight finish.
+import http2, { type Http2Session } from "node:http2";
+import type { TLSSocket } from "node:tls";
+import { pino } from "pino";
+import { SERVED_METHODS } from "./api.ts";
+import { ConfigError, describeConfig, parseFlags, type GatewayConfig } from "./config.ts";
+import { Status, endWithStatus } from "./grpc.ts";
+import { startHealthServer, type HealthState } from "./health.ts";
+import { TenantKeyspace } from "./keys.ts";
+import { LeaseScope } from "./lease.ts";
+import { DEFAULT_LIMITS } from "./limits.ts";
+import { GatewayMetrics } from "./metrics.ts";
+import { Proxy, type CallContext } from "./proxy.ts";
+import { loadSide, watchMaterial } from "./tls.ts";
+import { CoreConnection } from "./upstream.ts";
+
+const SHUTDOWN_GRACE_MS = 10_000;
+// etcd puts no limit on concurrent streams; an API server multiplexes its calls on few connections.
+const MAX_CONCURRENT_STREAMS = 1_000;
+const STREAM_WINDOW = 4 * 1024 * 1024;
+
+function configure(): { config: GatewayConfig; serving: ReturnType<typeof loadSide>; core: ReturnType<typeof loadSide> } {
+  try {
+    const config = parseFlags(process.argv.slice(2));
+    return { config, serving: loadSide(config, "serving"), core: loadSide(config, "core") };
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`invalid configuration: ${error.message}\n`);
+    process.exit(2);
+  }
+}
+
+const { config, serving, core: coreTls } = configure();
+const log = pino({ level: config.logLevel, base: { tenant: config.tenant } });
+const metrics = new GatewayMetrics(config.tenant);
+const ctx: CallContext = {
+  keyspace: new TenantKeyspace(config.prefix),
+  leases: new LeaseScope(config.prefix),
+  limits: DEFAULT_LIMITS,
+  storage: { usedBytes: () => 0, quotaBytes: () => undefined },
+};
+const core = new CoreConnection(config.endpoints, coreTls, log);
+const proxy = new Proxy(SERVED_METHODS, ctx, core, metrics, log);
+const state: HealthState = { serving: true };
+
+const server = http2.createSecureServer({
+  ...serving,
+  // The certificate is checked here, not in the handshake, so that a client without one hears why.
+  requestCert: true,
+  rejectUnauthorized: false,
+  minVersion: "TLSv1.2",
+  settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, initialWindowSize: STREAM_WINDOW },
+  maxSessionMemory: 64,
+});
+const sessions = new Set<Http2Session>();
+server.on("session", (session) => {
+  sessions.add(session);
+  session.on("close", () => sessions.delete(session));
+  session.on("error", () => {}); // a tenant's broken connection is its own affair
+});
+server.on("stream", (stream, headers) => {
+  stream.on("error", () => {});
+  const socket = stream.session?.socket as TLSSocket | undefined;
+  if (!socket?.authorized) {
+    endWithStatus(stream, Status.UNAUTHENTICATED, `etcdstorage gateway: a client certificate issued by this tenant's client CA is required (${socket?.authorizationError ?? "none presented"})`);
+    return;
+  }
+  if (headers[":method"] !== "POST" || !String(headers["content-type"] ?? "").startsWith("application/grpc")) {
+    stream.respond({ ":status": 415 }, { endStream: true });
+    return;
+  }
+  proxy.handle(stream, headers);
+});
+server.on("tlsClientError", (error) => log.debug({ err: error.message }, "TLS handshake failed"));
+
+const stopWatching = watchMaterial(config, { serving, core: coreTls }, (side, material) => {
+  if (side === "serving") server.setSecureContext({ ...material });
+  else core.reload(material);
+}, log);
+
+await new Promise<void>((resolve, reject) => {
+  server.once("error", reject);
+  server.listen(config.listen.port, config.listen.host, () => resolve());
+}).catch((error: NodeJS.ErrnoException) => {
+  process.stderr.write(`invalid configuration: --listen-address: cannot listen on ${config.listen.host}:${config.listen.port} (${error.code ?? error.message})\n`);
+  process.exit(2);
+});
+const health = await startHealthServer(config.health.host, config.health.port, ctx, core, metrics, state, log).catch((error: NodeJS.ErrnoException) => {
+  process.stderr.write(`invalid configuration: --health-address: cannot listen on ${config.health.host}:${config.health.port} (${error.code ?? error.message})\n`);
+  process.exit(2);
+});
+log.info({ config: describeConfig(config) }, "gateway serving");
+
+let stopping = false;
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  process.once(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, sessions: sessions.size }, "shutting down: readiness fails, streams end, calls in flight finish");
+    state.serving = false;
+    stopWatching();
+    server.close();
+    proxy.endStreams();
+    for (const session of sessions) session.close();
+    const deadline = setTimeout(() => {
+      for (const session of sessions) session.destroy();
+    }, SHUTDOWN_GRACE_MS);
+    const finish = () => {
+      clearTimeout(deadline);
+      core.close();
+      health.close();
+      log.info("stopped");
+      process.exit(0);
+    };
+    if (sessions.size === 0) finish();
+    else {
+      const check = setInterval(() => {
+        if (sessions.size === 0) {
+          clearInterval(check);
+          finish();
+        }
+      }, 50);
+    }
+  });
+}

@@ -1,0 +1,47 @@
+// Message pieces several APIs share: copying the fields a message is known to have, and the
+// KeyValue (mvccpb) whose key loses the tenant's prefix on the way back.
+import { frame, frameWriter } from "./grpc.ts";
+import type { TenantKeyspace } from "./keys.ts";
+import { LENGTH_DELIMITED, Reader, VARINT, type Writer } from "./wire.ts";
+
+/** Field number → wire type, of the fields of one message the gateway forwards. */
+export type KnownFields = Readonly<Record<number, number>>;
+
+/** Copies the known fields as they are (wire types checked), in order; drops any other field. */
+export function copyKnownFields(reader: Reader, fields: KnownFields, name: string, writer: Writer): void {
+  const wireType = fields[reader.field];
+  if (wireType === undefined) {
+    reader.skip();
+    return;
+  }
+  const [start, end] = reader.rawField(wireType, name);
+  writer.raw(reader.buf, start, end);
+}
+
+/** A whole message of known fields, framed. */
+export function passThrough(message: Buffer, fields: KnownFields, name: string): Buffer {
+  const reader = new Reader(message);
+  const writer = frameWriter(message.length);
+  while (reader.next()) copyKnownFields(reader, fields, name, writer);
+  return frame(writer);
+}
+
+// mvccpb.KeyValue: key 1, create_revision 2, mod_revision 3, version 4, value 5, lease 6.
+const KEY_VALUE_FIELDS: KnownFields = { 2: VARINT, 3: VARINT, 4: VARINT, 5: LENGTH_DELIMITED, 6: VARINT };
+
+/** Writes the KeyValue at the reader's current (length-delimited) field as field `field`, key stripped. */
+export function writeStrippedKeyValue(reader: Reader, field: number, keyspace: TenantKeyspace, writer: Writer, name: string): void {
+  reader.expect(LENGTH_DELIMITED, name);
+  const [start, end] = reader.span();
+  const kv = new Reader(reader.buf, start, end);
+  const mark = writer.begin(field, end - start);
+  while (kv.next()) {
+    if (kv.field === 1) {
+      kv.expect(LENGTH_DELIMITED, "KeyValue");
+      writer.bytesField(1, keyspace.strip(kv.bytes()));
+    } else {
+      copyKnownFields(kv, KEY_VALUE_FIELDS, "KeyValue", writer);
+    }
+  }
+  writer.finish(mark);
+}

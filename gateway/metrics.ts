@@ -1,0 +1,38 @@
+// Prometheus metrics of one gateway: calls by method and gRPC code, their latency, open streams.
+// Every series carries the tenant's name.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { STATUS_NAMES } from "./grpc.ts";
+
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  private readonly calls: Counter<"method" | "code">;
+  private readonly latency: Histogram<"method">;
+  private readonly streams: Gauge<"method">;
+
+  constructor(tenant: string) {
+    this.registry.setDefaultLabels({ tenant });
+    collectDefaultMetrics({ register: this.registry });
+    this.calls = new Counter({ name: "etcdgateway_calls_total", help: "Tenant calls by gRPC method and status code", labelNames: ["method", "code"], registers: [this.registry] });
+    this.latency = new Histogram({
+      name: "etcdgateway_call_duration_seconds",
+      help: "Time from a tenant call's arrival to its status (streams: their whole life)",
+      labelNames: ["method"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [this.registry],
+    });
+    this.streams = new Gauge({ name: "etcdgateway_open_streams", help: "Open watch and lease keepalive streams", labelNames: ["method"], registers: [this.registry] });
+  }
+
+  call(method: string, code: number, seconds: number): void {
+    this.calls.inc({ method, code: STATUS_NAMES[code] ?? String(code) });
+    this.latency.observe({ method }, seconds);
+  }
+
+  streamOpened(method: string): void {
+    this.streams.inc({ method });
+  }
+
+  streamClosed(method: string): void {
+    this.streams.dec({ method });
+  }
+}

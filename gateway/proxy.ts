@@ -1,0 +1,259 @@
+// Calls from the tenant to core etcd: each served method translates its requests and answers
+// (kv.ts, watch.ts, lease.ts, maintenance.ts); this module carries them. Keyed requests pass
+// assertConfined (keys.ts) right before they are sent: nothing outside the prefix leaves.
+import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import type { Logger } from "pino";
+import { GrpcError, MessageDecoder, RESPONSE_HEADERS, Status, decodeGrpcMessage, endWithStatus, sendUnary, validTimeout } from "./grpc.ts";
+import { assertConfined, OutsidePrefix, type KEYED_REQUESTS, type TenantKeyspace } from "./keys.ts";
+import type { LeaseScope } from "./lease.ts";
+import type { Limits } from "./limits.ts";
+import type { GatewayMetrics } from "./metrics.ts";
+import { answerDecoder, unreachable, type CoreConnection } from "./upstream.ts";
+import { MalformedMessage } from "./wire.ts";
+
+export interface CallContext {
+  keyspace: TenantKeyspace;
+  leases: LeaseScope;
+  limits: Limits;
+  /** What Status reports as the database: the tenant's own data. */
+  storage: { usedBytes(): number; quotaBytes(): number | undefined };
+}
+
+type KeyFields = (typeof KEYED_REQUESTS)[keyof typeof KEYED_REQUESTS];
+
+export interface UnaryMethod<State> {
+  kind: "unary";
+  /** Where the outgoing request's keys are, for the confinement check; absent: it has none. */
+  keyed?: KeyFields;
+  /** Whether a call may be sent again when core etcd's connection failed before it answered. */
+  idempotent: boolean;
+  /** The core request (a gRPC frame) for the tenant's; throws GrpcError or MalformedMessage. */
+  request(message: Buffer, ctx: CallContext): { framed: Buffer; state: State };
+  /** The tenant's answer (a gRPC frame) for core etcd's. */
+  response(message: Buffer, ctx: CallContext, state: State): Buffer;
+  /** Whether a failed call is tried again with a new request. */
+  retry?(code: number, message: string): boolean;
+}
+
+export interface StreamTranslator {
+  /** The core request for one tenant message, or undefined to send nothing. */
+  request(message: Buffer): Buffer | undefined;
+  response(message: Buffer): Buffer;
+}
+
+export interface StreamMethod {
+  kind: "stream";
+  keyed?: KeyFields;
+  open(ctx: CallContext): StreamTranslator;
+}
+
+// Loosely typed on purpose: each method's state type stays its own.
+export type Method = UnaryMethod<any> | StreamMethod;
+
+const MAX_GRANT_ATTEMPTS = 3;
+
+export class Proxy {
+  private readonly methods: ReadonlyMap<string, Method>;
+  private readonly ctx: CallContext;
+  private readonly core: CoreConnection;
+  private readonly metrics: GatewayMetrics;
+  private readonly log: Logger;
+  private readonly streams = new Set<() => void>();
+
+  constructor(methods: ReadonlyMap<string, Method>, ctx: CallContext, core: CoreConnection, metrics: GatewayMetrics, log: Logger) {
+    this.methods = methods;
+    this.ctx = ctx;
+    this.core = core;
+    this.metrics = metrics;
+    this.log = log;
+  }
+
+  /** One tenant call, already authenticated. */
+  handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    const path = String(headers[":path"] ?? "");
+    const method = this.methods.get(path);
+    const started = performance.now();
+    const done = (code: number) => this.metrics.call(method ? path : "unimplemented", code, (performance.now() - started) / 1000);
+    if (!method) {
+      // The path is shown as sent (printable ASCII only): a tenant sees which method it called.
+      const shown = path.replace(/[^\x21-\x7e]/g, "?").slice(0, 200);
+      endWithStatus(stream, Status.UNIMPLEMENTED, `etcdstorage gateway: method ${shown} is not served to tenants`);
+      done(Status.UNIMPLEMENTED);
+      return;
+    }
+    const forwarded: OutgoingHttpHeaders = {};
+    const timeout = validTimeout(headers["grpc-timeout"]);
+    if (timeout) forwarded["grpc-timeout"] = timeout;
+    // clientv3's WithRequireLeader: etcd then ends watches when its member loses the leader.
+    if (headers.hasleader === "true") forwarded.hasleader = "true";
+    if (method.kind === "unary") void this.unary(stream, path, method, forwarded).then(done);
+    else this.bidirectional(stream, path, method, forwarded, done);
+  }
+
+  /** Ends every open stream (watches, keepalives) so that clients move to another replica. */
+  endStreams(): void {
+    for (const end of [...this.streams]) end();
+  }
+
+  private async unary(stream: ServerHttp2Stream, path: string, method: UnaryMethod<unknown>, headers: OutgoingHttpHeaders): Promise<number> {
+    const reply = (code: number, message: string) => {
+      endWithStatus(stream, code, message);
+      return code;
+    };
+    let message: Buffer;
+    try {
+      message = await readSingleMessage(stream, this.requestDecoder());
+    } catch (error) {
+      return reply(...this.describe(error, "request"));
+    }
+    for (let attempt = 1; ; attempt++) {
+      let framed: Buffer;
+      let state: unknown;
+      try {
+        ({ framed, state } = method.request(message, this.ctx));
+        if (method.keyed) assertConfined(this.ctx.keyspace, method.keyed, framed, 5);
+      } catch (error) {
+        return reply(...this.describe(error, "request"));
+      }
+      const answer = await this.core.call(path, headers, framed, this.ctx.limits.maxResponseBytes, stream);
+      if (stream.closed) return Status.CANCELLED;
+      if (answer.code !== Status.OK) {
+        const again = (method.retry?.(answer.code, answer.message) && attempt < MAX_GRANT_ATTEMPTS) || (answer.unanswered && method.idempotent && attempt === 1);
+        if (again) continue;
+        return reply(answer.code, answer.message);
+      }
+      if (!answer.body) return reply(Status.INTERNAL, "etcdstorage gateway: core etcd answered without a message");
+      try {
+        sendUnary(stream, method.response(answer.body, this.ctx, state));
+        return Status.OK;
+      } catch (error) {
+        return reply(...this.describe(error, "answer"));
+      }
+    }
+  }
+
+  private bidirectional(stream: ServerHttp2Stream, path: string, method: StreamMethod, headers: OutgoingHttpHeaders, done: (code: number) => void): void {
+    const translator = method.open(this.ctx);
+    const fromTenant = this.requestDecoder();
+    const fromCore = answerDecoder(this.ctx.limits.maxResponseBytes);
+    let upstream: ClientHttp2Stream | undefined;
+    let finished = false;
+    let coreStatus: { code: number; message: string } | undefined;
+    const pending: Buffer[] = [];
+    const end = (code: number, message: string) => {
+      if (finished) return;
+      finished = true;
+      this.streams.delete(shutdown);
+      this.metrics.streamClosed(path);
+      endWithStatus(stream, code, message);
+      upstream?.close(constants.NGHTTP2_CANCEL);
+      done(code);
+    };
+    const shutdown = () => end(Status.UNAVAILABLE, "etcdstorage gateway: shutting down; reconnect to continue");
+    this.streams.add(shutdown);
+    this.metrics.streamOpened(path);
+
+    const send = (out: Buffer) => {
+      if (!upstream) {
+        pending.push(out);
+        return;
+      }
+      if (!upstream.write(out)) {
+        stream.pause();
+        upstream.once("drain", () => stream.resume());
+      }
+    };
+    stream.on("data", (chunk: Buffer) => {
+      try {
+        for (const message of fromTenant.push(chunk)) {
+          const out = translator.request(message);
+          if (out === undefined) continue;
+          if (method.keyed) assertConfined(this.ctx.keyspace, method.keyed, out, 5);
+          send(out);
+        }
+      } catch (error) {
+        end(...this.describe(error, "request"));
+      }
+    });
+    stream.on("end", () => (upstream ? upstream.end() : pending.push(END_OF_REQUESTS)));
+    stream.on("close", () => end(Status.CANCELLED, "the client closed the stream"));
+    stream.on("error", () => {}); // 'close' follows
+
+    this.core.open(path, headers).then(
+      (opened) => {
+        if (finished) {
+          opened.close(constants.NGHTTP2_CANCEL);
+          return;
+        }
+        upstream = opened;
+        for (const out of pending.splice(0)) {
+          if (out === END_OF_REQUESTS) opened.end();
+          else send(out);
+        }
+        opened.on("response", (responseHeaders) => {
+          if (responseHeaders["grpc-status"] !== undefined) {
+            end(Number(responseHeaders["grpc-status"]), decodeGrpcMessage(responseHeaders["grpc-message"] as string | undefined));
+          } else if (!stream.headersSent && !stream.closed) {
+            stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
+          }
+        });
+        opened.on("data", (chunk: Buffer) => {
+          try {
+            for (const message of fromCore.push(chunk)) {
+              if (!stream.write(translator.response(message))) {
+                opened.pause();
+                stream.once("drain", () => opened.resume());
+              }
+            }
+          } catch (error) {
+            end(...this.describe(error, "answer"));
+          }
+        });
+        opened.on("trailers", (trailers) => {
+          coreStatus = { code: Number(trailers["grpc-status"]), message: decodeGrpcMessage(trailers["grpc-message"] as string | undefined) };
+        });
+        opened.on("error", () => {});
+        opened.on("close", () => end(coreStatus?.code ?? Status.UNAVAILABLE, coreStatus?.message ?? "etcdstorage gateway: the connection to core etcd was lost; reconnect to continue"));
+      },
+      (error: unknown) => end(...unreachable(error)),
+    );
+  }
+
+  private requestDecoder(): MessageDecoder {
+    return new MessageDecoder(this.ctx.limits.maxRequestBytes, (length, max) => new GrpcError(Status.RESOURCE_EXHAUSTED, `etcdstorage gateway: a request message of ${length} bytes exceeds the limit of ${max} bytes`));
+  }
+
+
+  /** A status for an error thrown while translating; what the tenant sent is never quoted. */
+  private describe(error: unknown, side: "request" | "answer"): [number, string] {
+    if (error instanceof GrpcError) return [error.code, error.message];
+    if (side === "request" && error instanceof MalformedMessage) return [Status.INVALID_ARGUMENT, `etcdstorage gateway: malformed request: ${error.message}`];
+    // An answer the gateway cannot translate, or a broken invariant: a bug, logged without keys or values.
+    this.log.error({ side, err: { type: (error as Error)?.name, message: error instanceof OutsidePrefix || error instanceof MalformedMessage ? error.message : String((error as Error)?.message) } }, "call failed inside the gateway");
+    return [Status.INTERNAL, "etcdstorage gateway: internal error; see the gateway's log"];
+  }
+}
+
+const END_OF_REQUESTS = Buffer.alloc(0);
+
+/** The one message of a unary call. */
+function readSingleMessage(stream: ServerHttp2Stream, decoder: MessageDecoder): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const messages: Buffer[] = [];
+    stream.on("data", (chunk: Buffer) => {
+      try {
+        messages.push(...decoder.push(chunk));
+      } catch (error) {
+        reject(error);
+        stream.removeAllListeners("data");
+        stream.resume();
+      }
+    });
+    stream.once("end", () => {
+      if (messages.length === 1 && !decoder.hasPartialMessage) resolve(messages[0]!);
+      else reject(new GrpcError(Status.INVALID_ARGUMENT, `etcdstorage gateway: a unary call carries exactly one message, got ${messages.length}${decoder.hasPartialMessage ? " and a truncated one" : ""}`));
+    });
+    stream.once("close", () => reject(new GrpcError(Status.CANCELLED, "the client closed the stream")));
+  });
+}
+

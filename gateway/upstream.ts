@@ -1,0 +1,217 @@
+// The connection to core etcd: one HTTP/2 session at a time to one of the endpoints, mutual TLS
+// with the core credentials, and failover to the next endpoint when the session dies or cannot be
+// made. New credentials (a renewed client certificate, a rotated CA) apply to the next session;
+// the current one is closed gracefully so that calls in flight finish.
+import http2, { constants, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from "node:http2";
+import type { EventEmitter } from "node:events";
+import type { Logger } from "pino";
+import { GrpcError, MessageDecoder, Status, decodeGrpcMessage } from "./grpc.ts";
+
+export interface CoreAnswer {
+  code: number;
+  message: string;
+  body?: Buffer;
+  /** The call failed before core etcd answered anything: a read may be sent again. */
+  unanswered?: boolean;
+}
+
+export interface CoreTls {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+const CONNECT_TIMEOUT_MS = 3_000;
+// Pings find a member that vanished without closing the connection. Only while calls are open:
+// etcd's keepalive policy (min 5 s, no pings without streams) would send GOAWAY otherwise.
+const PING_INTERVAL_MS = 15_000;
+const PING_TIMEOUT_MS = 10_000;
+// Larger windows than HTTP/2's 64 KiB: a page of 100 objects is bigger than that.
+const STREAM_WINDOW = 4 * 1024 * 1024;
+const SESSION_WINDOW = 32 * 1024 * 1024;
+
+export class CoreConnection {
+  private readonly endpoints: readonly string[];
+  private readonly log: Logger;
+  private tls: CoreTls;
+  private next = 0;
+  private session: ClientHttp2Session | undefined;
+  private connecting: Promise<ClientHttp2Session> | undefined;
+  private closed = false;
+  private readonly openCalls = new WeakMap<ClientHttp2Session, number>();
+
+  constructor(endpoints: readonly string[], tls: CoreTls, log: Logger) {
+    this.endpoints = endpoints;
+    this.tls = tls;
+    this.log = log;
+  }
+
+  /** Opens a call on core etcd. Throws GrpcError(UNAVAILABLE) when no endpoint can be reached. */
+  async open(path: string, headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
+    const session = this.usable(this.session) ? this.session! : await this.connect();
+    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", ...headers });
+    this.openCalls.set(session, (this.openCalls.get(session) ?? 0) + 1);
+    stream.once("close", () => this.openCalls.set(session, this.openCalls.get(session)! - 1));
+    return stream;
+  }
+
+  /**
+   * One unary call: resolves with core etcd's status and message (never rejects). `caller`'s
+   * 'close' (the tenant went away) cancels it.
+   */
+  async call(path: string, headers: OutgoingHttpHeaders, framed: Buffer, maxAnswerBytes: number, caller?: EventEmitter): Promise<CoreAnswer> {
+    let upstream: ClientHttp2Stream;
+    try {
+      upstream = await this.open(path, headers);
+    } catch (error) {
+      const [code, message] = unreachable(error);
+      return { code, message, unanswered: true };
+    }
+    return new Promise((resolve) => {
+      const decoder = answerDecoder(maxAnswerBytes);
+      let body: Buffer | undefined;
+      let code: number | undefined;
+      let statusMessage = "";
+      let failure: GrpcError | undefined;
+      let answered = false;
+      const cancel = () => upstream.close(constants.NGHTTP2_CANCEL);
+      caller?.once("close", cancel);
+      upstream.on("response", (responseHeaders) => {
+        answered = true;
+        if (responseHeaders["grpc-status"] !== undefined) {
+          code = Number(responseHeaders["grpc-status"]);
+          statusMessage = decodeGrpcMessage(responseHeaders["grpc-message"] as string | undefined);
+        }
+      });
+      upstream.on("data", (chunk: Buffer) => {
+        try {
+          for (const message of decoder.push(chunk)) body = message;
+        } catch (error) {
+          failure = error as GrpcError;
+          cancel();
+        }
+      });
+      upstream.on("trailers", (trailers) => {
+        code = Number(trailers["grpc-status"]);
+        statusMessage = decodeGrpcMessage(trailers["grpc-message"] as string | undefined);
+      });
+      upstream.on("error", () => {}); // 'close' reports it
+      upstream.on("close", () => {
+        caller?.removeListener("close", cancel);
+        if (failure) resolve({ code: failure.code, message: failure.message });
+        else if (code === undefined || Number.isNaN(code)) resolve({ code: Status.UNAVAILABLE, message: "etcdstorage gateway: the connection to core etcd was lost before it answered", unanswered: !answered });
+        else resolve({ code, message: statusMessage, ...(body ? { body } : {}) });
+      });
+      upstream.end(framed);
+    });
+  }
+
+  /** New credentials: used from the next session on; the current one finishes its calls. */
+  reload(tls: CoreTls): void {
+    this.tls = tls;
+    const old = this.session;
+    this.session = undefined;
+    if (old && !old.closed) old.close();
+  }
+
+  /** Which endpoint the current session talks to (for logs and tests). */
+  get endpoint(): string | undefined {
+    return this.session && this.usable(this.session) ? (this.session as ClientHttp2Session & { endpoint?: string }).endpoint : undefined;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.session?.close();
+  }
+
+  private usable(session: ClientHttp2Session | undefined): boolean {
+    return session !== undefined && !session.closed && !session.destroyed && !session.connecting;
+  }
+
+  private connect(): Promise<ClientHttp2Session> {
+    this.connecting ??= this.tryEndpoints().finally(() => (this.connecting = undefined));
+    return this.connecting;
+  }
+
+  private async tryEndpoints(): Promise<ClientHttp2Session> {
+    if (this.closed) throw new GrpcError(Status.UNAVAILABLE, "the gateway is shutting down");
+    const failures: string[] = [];
+    for (let attempt = 0; attempt < this.endpoints.length; attempt++) {
+      const endpoint = this.endpoints[this.next]!;
+      try {
+        const session = await this.dial(endpoint);
+        this.session = session;
+        this.log.info({ endpoint }, "connected to core etcd");
+        return session;
+      } catch (error) {
+        failures.push(`${endpoint}: ${(error as Error).message}`);
+        this.log.warn({ endpoint, err: (error as Error).message }, "core etcd endpoint unreachable; trying the next");
+        this.next = (this.next + 1) % this.endpoints.length;
+      }
+    }
+    throw new GrpcError(Status.UNAVAILABLE, `no core etcd endpoint is reachable (${failures.join("; ")})`);
+  }
+
+  private dial(endpoint: string): Promise<ClientHttp2Session> {
+    return new Promise((resolve, reject) => {
+      const session = http2.connect(endpoint, {
+        ca: this.tls.ca,
+        cert: this.tls.cert,
+        key: this.tls.key,
+        settings: { initialWindowSize: STREAM_WINDOW, enablePush: false },
+      });
+      (session as ClientHttp2Session & { endpoint?: string }).endpoint = endpoint;
+      const timer = setTimeout(() => session.destroy(new Error(`no TLS session within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
+      session.once("connect", () => {
+        clearTimeout(timer);
+        session.setLocalWindowSize(SESSION_WINDOW);
+        this.watchHealth(session, endpoint);
+        resolve(session);
+      });
+      session.once("error", (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+    });
+  }
+
+  private watchHealth(session: ClientHttp2Session, endpoint: string): void {
+    const retire = (why: string) => {
+      if (this.session === session) {
+        this.session = undefined;
+        // The next dial starts with the next endpoint: this one just failed.
+        this.next = (this.endpoints.indexOf(endpoint) + 1) % this.endpoints.length;
+        if (!this.closed) this.log.warn({ endpoint, why }, "core etcd session lost; calls go to the next endpoint");
+      }
+    };
+    session.on("error", (error) => retire(error.message));
+    session.on("goaway", () => retire("GOAWAY"));
+    session.on("close", () => {
+      clearInterval(pinger);
+      retire("closed");
+    });
+    const pinger = setInterval(() => {
+      if (session.closed || session.destroyed || !this.openCalls.get(session)) return;
+      const timeout = setTimeout(() => session.destroy(new Error(`no ping answer within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS);
+      session.ping((error) => {
+        clearTimeout(timeout);
+        if (error && !session.destroyed) session.destroy(error);
+      });
+    }, PING_INTERVAL_MS);
+    pinger.unref();
+  }
+}
+
+/** Splits core etcd's answers into messages, refusing one larger than the gateway takes. */
+export function answerDecoder(maxAnswerBytes: number): MessageDecoder {
+  return new MessageDecoder(
+    maxAnswerBytes,
+    (length, max) => new GrpcError(Status.RESOURCE_EXHAUSTED, `etcdstorage gateway: core etcd's answer of ${length} bytes exceeds the gateway's limit of ${max} bytes; ask for less at a time (limit)`),
+  );
+}
+
+/** The status for a call that could not reach core etcd. */
+export function unreachable(error: unknown): [number, string] {
+  if (error instanceof GrpcError) return [error.code, error.message];
+  return [Status.UNAVAILABLE, `etcdstorage gateway: core etcd unreachable: ${(error as Error)?.message ?? String(error)}`];
+}
