@@ -1,5 +1,7 @@
 // The gateway's settings, from its command line (the proxy Deployment writes them). A bad one
-// stops the gateway at start with exit code 2 and a line naming the flag.
+// stops the gateway at start with exit code 2 and a line naming the flag. The names are etcd's:
+// --endpoints, --cacert, --cert, --key towards core etcd (as etcdctl), --cert-file, --key-file,
+// --trusted-ca-file towards clients (as an etcd member).
 
 export interface GatewayConfig {
   tenant: string;
@@ -38,9 +40,9 @@ const FLAGS = {
   "--cert-file": { required: true, help: "the gateway's serving certificate (PEM)" },
   "--key-file": { required: true, help: "its private key" },
   "--trusted-ca-file": { required: true, help: "CA bundle a tenant's client certificate must chain to" },
-  "--core-cacert": { required: true, help: "CA bundle of core etcd" },
-  "--core-cert": { required: true, help: "the client certificate for core etcd" },
-  "--core-key": { required: true, help: "its private key" },
+  "--cacert": { required: true, help: "CA bundle of core etcd" },
+  "--cert": { required: true, help: "the client certificate for core etcd" },
+  "--key": { required: true, help: "its private key" },
   "--log-level": { default: "info", help: "fatal, error, warn, info, debug or trace" },
 } as const satisfies Record<string, { required?: true; default?: string; help: string }>;
 
@@ -80,9 +82,9 @@ export function parseFlags(argv: readonly string[]): GatewayConfig {
     certFile: read("--cert-file"),
     keyFile: read("--key-file"),
     trustedCaFile: read("--trusted-ca-file"),
-    coreCaFile: read("--core-cacert"),
-    coreCertFile: read("--core-cert"),
-    coreKeyFile: read("--core-key"),
+    coreCaFile: read("--cacert"),
+    coreCertFile: read("--cert"),
+    coreKeyFile: read("--key"),
     logLevel,
   };
 }

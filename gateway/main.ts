@@ -74,6 +74,8 @@ server.on("stream", (stream, headers) => {
   }
   proxy.handle(stream, headers);
 });
+// Small gRPC frames go out at once: Nagle's algorithm would hold them for the peer's ACK.
+server.on("secureConnection", (socket) => socket.setNoDelay(true));
 server.on("tlsClientError", (error) => log.debug({ err: error.message }, "TLS handshake failed"));
 
 const stopWatching = watchMaterial(config, { serving, core: coreTls }, (side, material) => {

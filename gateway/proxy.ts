@@ -253,7 +253,10 @@ function readSingleMessage(stream: ServerHttp2Stream, decoder: MessageDecoder): 
       if (messages.length === 1 && !decoder.hasPartialMessage) resolve(messages[0]!);
       else reject(new GrpcError(Status.INVALID_ARGUMENT, `etcdstorage gateway: a unary call carries exactly one message, got ${messages.length}${decoder.hasPartialMessage ? " and a truncated one" : ""}`));
     });
-    stream.once("close", () => reject(new GrpcError(Status.CANCELLED, "the client closed the stream")));
+    // Settled already on a normal end; only a stream closed before its end is a cancel.
+    stream.once("close", () => {
+      if (!stream.readableEnded) reject(new GrpcError(Status.CANCELLED, "the client closed the stream"));
+    });
   });
 }
 

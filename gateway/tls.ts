@@ -22,7 +22,7 @@ const RELOAD_INTERVAL_MS = 1_000;
 // Which flag names each file, for messages.
 const SIDES: Record<Side, { cert: [keyof Files, string]; key: [keyof Files, string]; ca: [keyof Files, string] }> = {
   serving: { cert: ["certFile", "--cert-file"], key: ["keyFile", "--key-file"], ca: ["trustedCaFile", "--trusted-ca-file"] },
-  core: { cert: ["coreCertFile", "--core-cert"], key: ["coreKeyFile", "--core-key"], ca: ["coreCaFile", "--core-cacert"] },
+  core: { cert: ["coreCertFile", "--cert"], key: ["coreKeyFile", "--key"], ca: ["coreCaFile", "--cacert"] },
 };
 
 /** Reads and checks one side's material; throws ConfigError naming the flag of the bad file. */

@@ -4,6 +4,8 @@
 // the current one is closed gracefully so that calls in flight finish.
 import http2, { constants, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from "node:http2";
 import type { EventEmitter } from "node:events";
+import { isIP } from "node:net";
+import tls from "node:tls";
 import type { Logger } from "pino";
 import { GrpcError, MessageDecoder, Status, decodeGrpcMessage } from "./grpc.ts";
 
@@ -154,11 +156,14 @@ export class CoreConnection {
 
   private dial(endpoint: string): Promise<ClientHttp2Session> {
     return new Promise((resolve, reject) => {
+      const url = new URL(endpoint);
       const session = http2.connect(endpoint, {
-        ca: this.tls.ca,
-        cert: this.tls.cert,
-        key: this.tls.key,
         settings: { initialWindowSize: STREAM_WINDOW, enablePush: false },
+        // Small gRPC frames go out at once: Nagle's algorithm would hold them for core etcd's ACK.
+        createConnection: () =>
+          tls
+            .connect({ host: url.hostname, port: Number(url.port || 443), servername: isIP(url.hostname) ? undefined : url.hostname, ALPNProtocols: ["h2"], ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key })
+            .setNoDelay(true),
       });
       (session as ClientHttp2Session & { endpoint?: string }).endpoint = endpoint;
       const timer = setTimeout(() => session.destroy(new Error(`no TLS session within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);

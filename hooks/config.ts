@@ -13,8 +13,7 @@ export interface Config {
   clusterDomain: string;
   logLevel: LogLevel;
   bodyLimitBytes: number;
-  /** Whether an nginx gateway lets only the API server's etcd methods reach the tenant's proxy. */
-  tenantApiAllowlist: boolean;
+  /** The project's own image (the hook server's): the proxy pods run its tenant gateway. */
   gatewayImage: string;
 }
 
@@ -32,9 +31,7 @@ export const DEFAULTS = {
   CLUSTER_DOMAIN: "cluster.local",
   LOG_LEVEL: "info",
   BODY_LIMIT_BYTES: String(8 * 1024 * 1024),
-  TENANT_API_ALLOWLIST: "true",
-  // nginx's stable branch, built to run as uid 101 with nothing written outside /tmp.
-  GATEWAY_IMAGE: "nginxinc/nginx-unprivileged:1.28-alpine",
+  GATEWAY_IMAGE: "ghcr.io/etcdproxy/etcdstorage-hooks:0.1.0",
 } as const;
 
 export class ConfigError extends Error {
@@ -51,7 +48,7 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 // The cluster's own keys live under /registry/; a tenant root must be disjoint from it.
 const KUBERNETES_ROOT = "/registry/";
-// etcd releases with the grpc-proxy and security fixes this project relies on.
+// etcd releases with the security fixes this project relies on (the cleanup Job's etcdctl).
 const MINIMUM_ETCD = { "3.5": 33, "3.6": 14 } as const;
 
 export function loadConfig(env: Record<string, string | undefined>): Config {
@@ -68,7 +65,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     clusterDomain: parseName("CLUSTER_DOMAIN", read("CLUSTER_DOMAIN"), DNS_SUBDOMAIN, 253),
     logLevel: parseLogLevel(read("LOG_LEVEL")),
     bodyLimitBytes: parseBodyLimit(read("BODY_LIMIT_BYTES")),
-    tenantApiAllowlist: parseBoolean("TENANT_API_ALLOWLIST", read("TENANT_API_ALLOWLIST")),
     gatewayImage: parseGatewayImage(read("GATEWAY_IMAGE")),
   };
 }
@@ -139,7 +135,7 @@ function parseEtcdImage(image: string): string {
   const minimumPatch = MINIMUM_ETCD[`${major}.${minor}` as keyof typeof MINIMUM_ETCD];
   const tooOld = major < 3 || (major === 3 && minor < 5) || (minimumPatch !== undefined && patch < minimumPatch);
   if (tooOld) {
-    throw new ConfigError("ETCD_IMAGE", `"${image}" is etcd ${major}.${minor}.${patch}; use 3.5.33+ or 3.6.14+ (grpc-proxy and security fixes)`);
+    throw new ConfigError("ETCD_IMAGE", `"${image}" is etcd ${major}.${minor}.${patch}; use 3.5.33+ or 3.6.14+ (security fixes)`);
   }
   return image;
 }
@@ -159,18 +155,13 @@ function parseBodyLimit(text: string): number {
   return limit;
 }
 
-function parseBoolean(variable: string, text: string): boolean {
-  if (text !== "true" && text !== "false") throw new ConfigError(variable, `must be "true" or "false", got "${text}"`);
-  return text === "true";
-}
-
 // [registry[:port]/]path/name[:tag][@sha256:digest] with a tag or a digest: never an implied :latest.
 const IMAGE_REFERENCE = /^(?:[a-z0-9.-]+(?::\d+)?\/)?[a-z0-9._-]+(?:\/[a-z0-9._-]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$/;
 
 function parseGatewayImage(image: string): string {
   const match = IMAGE_REFERENCE.exec(image);
   if (!match || (match[1] === undefined && match[2] === undefined)) {
-    throw new ConfigError("GATEWAY_IMAGE", `"${image}" must be an image with a tag or digest, such as ${DEFAULTS.GATEWAY_IMAGE} (nginx with ssl, http_v2 and grpc)`);
+    throw new ConfigError("GATEWAY_IMAGE", `"${image}" must be an image with a tag or digest, such as ${DEFAULTS.GATEWAY_IMAGE} (the project's image: the hook server's own)`);
   }
   return image;
 }

@@ -1,5 +1,5 @@
-// The cluster etcd's CA and the proxy's client certificate towards it, from the related objects
-// /customize asked for. Checked because grpc-proxy exits on a certificate it cannot use.
+// The cluster etcd's CA and the gateways' client certificate towards it, from the related objects
+// /customize asked for. Checked so that status says why the gateways cannot reach core etcd.
 import type { Config } from "./config.ts";
 import { configMapData, findObject, secretData, type ObjectsByType } from "./observed.ts";
 import { keyMatches, parseCertificate, parsePrivateKey, splitPemBundle } from "./pki/parse.ts";
@@ -28,14 +28,6 @@ export function checkCoreCredentials(related: ObjectsByType | undefined, config:
   }
   const cert = parseCertificate(certPem);
   if (!cert) return { ready: false, reason: "CoreClientCertInvalid", message: `Secret ${ns}/${config.coreClientSecret} key tls.crt is not a single PEM certificate`, ...found };
-  if (/^CN=./m.test(cert.subject)) {
-    return {
-      ready: false,
-      reason: "CoreClientCertHasCommonName",
-      message: `Secret ${ns}/${config.coreClientSecret}: etcd grpc-proxy refuses a client certificate with a subject CN (${cert.subject.replaceAll("\n", ", ")}); issue one with an empty CN, e.g. only O=`,
-      ...found,
-    };
-  }
   const changesAt = now < cert.notBefore ? cert.notBefore : now < cert.notAfter ? cert.notAfter : undefined;
   if (now >= cert.notAfter) return { ready: false, reason: "CoreClientCertExpired", message: `Secret ${ns}/${config.coreClientSecret}: the client certificate expired at ${cert.notAfter.toISOString()}`, ...found };
   if (now < cert.notBefore) return { ready: false, reason: "CoreClientCertNotYetValid", message: `Secret ${ns}/${config.coreClientSecret}: the client certificate is valid only from ${cert.notBefore.toISOString()}`, ...found, changesAt };

@@ -1,7 +1,7 @@
 // Every child name and label, in one place: names are deterministic functions of the parent.
 
 /** The longest suffix any child name adds to "etcd-<name>"; the schema's name rule (47) follows from it. */
-const CHILD_SUFFIXES = ["-serving-ca", "-client-ca", "-server-tls", "-trusted-ca", "-cleanup", "-gateway"] as const;
+const CHILD_SUFFIXES = ["-serving-ca", "-client-ca", "-server-tls", "-trusted-ca", "-cleanup"] as const;
 export const MAX_TENANT_NAME_LENGTH = 63 - "etcd-".length - Math.max(...CHILD_SUFFIXES.map((s) => s.length));
 
 export const GROUP = "etcdproxy.dev";
@@ -9,7 +9,6 @@ export const API_VERSION = `${GROUP}/v1alpha1`;
 export const KIND = "EtcdStorage";
 export const MANAGED_BY = "etcdstorage-hooks";
 export const TENANT_LABEL = `${GROUP}/tenant`;
-export const TRUST_CHECKSUM_ANNOTATION = `${GROUP}/trust-checksum`;
 
 export interface TenantNames {
   tenant: string;
@@ -20,8 +19,6 @@ export interface TenantNames {
   serverTls: string;
   trustedCa: string;
   cleanupJob: string;
-  /** ConfigMap with the gateway's nginx configuration. */
-  gateway: string;
 }
 
 export function tenantNames(tenant: string): TenantNames {
@@ -34,11 +31,10 @@ export function tenantNames(tenant: string): TenantNames {
     serverTls: `${proxy}-server-tls`,
     trustedCa: `${proxy}-trusted-ca`,
     cleanupJob: `${proxy}-cleanup`,
-    gateway: `${proxy}-gateway`,
   };
 }
 
-export type Component = "proxy" | "serving-ca" | "client-ca" | "server-tls" | "trusted-ca" | "cleanup" | "credentials" | "gateway";
+export type Component = "proxy" | "serving-ca" | "client-ca" | "server-tls" | "trusted-ca" | "cleanup" | "credentials";
 
 /** Labels every child carries; Metacontroller adds controller-uid itself (generateSelector). */
 export function childLabels(tenant: string, component: Component): Record<string, string> {
@@ -65,7 +61,7 @@ export function serviceHost(tenant: string, namespace: string): string {
   return `${tenantNames(tenant).proxy}.${namespace}.svc`;
 }
 
-/** The port of the tenant endpoint (the Service's): the gateway's, or the proxy's own without it. */
+/** The port of the tenant endpoint: the Service's and the gateway's. */
 export const CLIENT_PORT = 2379;
 
 /** status.prefix and status.endpoint: what an aggregated API server is configured with. */

@@ -1,8 +1,7 @@
 // The sync hook: "if the observed state were like this, what would the desired state be?"
 // Pure but for the PKI's randomness: the request, the configuration and the clock come in.
 import { planCertificates, type IssuanceEvent } from "./children/certificates.ts";
-import { buildDeployment, trustChecksum } from "./children/deployment.ts";
-import { buildGatewayConfigMap, NGINX_CONF_KEY } from "./children/gateway.ts";
+import { buildDeployment } from "./children/deployment.ts";
 import { buildPodDisruptionBudget } from "./children/pod-disruption-budget.ts";
 import { buildService } from "./children/service.ts";
 import type { Config } from "./config.ts";
@@ -62,13 +61,6 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
 
   const core = checkCoreCredentials(request.related, config, now);
   const pki = await planCertificates(tenant, spec, config, request.children, now);
-  const gateway = config.tenantApiAllowlist ? buildGatewayConfigMap(tenant, config) : undefined;
-  const checksum = trustChecksum({
-    trustedClientCaPem: pki.trustedClientCaPem,
-    coreCaPem: core.caPem ?? "",
-    coreClientCertPem: core.certPem ?? "",
-    nginxConfig: gateway && (gateway.data as Record<string, string>)[NGINX_CONF_KEY],
-  });
 
   const coreCondition: ConditionInput = core.ready
     ? { type: "CoreCredentialsReady", status: "True", reason: "CoreCredentialsValid", message: core.message }
@@ -103,7 +95,7 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
         conditions,
         certificates: pki.certificates,
       },
-      children: [buildDeployment(tenant, spec, config, checksum), ...(gateway ? [gateway] : []), buildService(tenant, config), buildPodDisruptionBudget(tenant, config), ...pki.children],
+      children: [buildDeployment(tenant, spec, config), buildService(tenant, config), buildPodDisruptionBudget(tenant, config), ...pki.children],
       resyncAfterSeconds: Math.min(MAX_RESYNC_SECONDS, Math.max(1, Math.ceil((pki.nextStepAt.getTime() - now.getTime()) / 1000))),
     },
     report: {

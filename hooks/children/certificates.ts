@@ -28,8 +28,6 @@ export interface IssuanceEvent {
 export interface CertificatesPlan {
   children: KubeObject[];
   certificates: CertificateStatus[];
-  /** The CA bundle the proxy trusts for client certificates (the pod must restart to read it). */
-  trustedClientCaPem: string;
   degraded: string[];
   rotating: string[];
   nextStepAt: Date;
@@ -87,7 +85,6 @@ export async function planCertificates(tenant: string, spec: EtcdStorageSpec, co
   return {
     children,
     certificates,
-    trustedClientCaPem: clientCa.bundlePem,
     degraded,
     rotating,
     nextStepAt: new Date(Math.min(...upcoming.map((t) => t.getTime()))),

@@ -1,8 +1,9 @@
 // What the proxy pods and the cleanup Job share: the "restricted" Pod Security profile and the
-// mounted credentials for the cluster's etcd (the same flags serve etcd grpc-proxy and etcdctl).
+// mounted credentials for the cluster's etcd (the same flags serve the gateway and etcdctl).
 import type { Config } from "../config.ts";
 
-// A non-root identity for the distroless etcd image; fsGroup lets it read the mounted keys.
+// A non-root identity (the project's image and the distroless etcd image run as it); fsGroup lets
+// it read the mounted keys.
 const POD_UID = 65532;
 
 export const CORE_MOUNTS = { ca: "/etc/etcd-proxy/core-ca", client: "/etc/etcd-proxy/core-client" } as const;

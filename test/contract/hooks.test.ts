@@ -64,7 +64,6 @@ describe("hook server contract", () => {
     assert.deepEqual(
       response.children.map((c) => `${c.kind} ${c.metadata.namespace}/${c.metadata.name}`).sort(),
       [
-        "ConfigMap kube-apiserver-storage/etcd-sample-apiserver-gateway",
         "ConfigMap kube-apiserver-storage/etcd-sample-apiserver-trusted-ca",
         "ConfigMap sample-system/etcd-serving-ca",
         "Deployment kube-apiserver-storage/etcd-sample-apiserver",
@@ -202,18 +201,13 @@ describe("hook server contract", () => {
     await cachingApp.close();
   });
 
-  test("the proxy pods (allowlist on and off) and the cleanup Job meet the restricted Pod Security Standard", async () => {
+  test("the proxy pods and the cleanup Job meet the restricted Pod Security Standard", async () => {
     const podsOf = (children: KubeObject[]) => children.filter((c) => c.kind === "Deployment" || c.kind === "Job").map((c) => (c.spec as any).template);
-    const withoutGateway = buildApp(testConfig({ TENANT_API_ALLOWLIST: "false" }));
-    const pods = [
-      ...podsOf(((await post("/sync", fixture("sync-request.json"))).json() as HookResponse).children),
-      ...podsOf(((await withoutGateway.inject({ method: "POST", url: "/sync", payload: fixture("sync-request.json") })).json() as HookResponse).children),
-    ];
+    const pods = podsOf(((await post("/sync", fixture("sync-request.json"))).json() as HookResponse).children);
     const finalizeRequest = fixture("finalize-request.json");
     delete finalizeRequest.children["Deployment.apps/v1"]["kube-apiserver-storage/etcd-sample-apiserver"];
     pods.push(...podsOf(((await post("/finalize", finalizeRequest)).json() as HookResponse).children));
-    await withoutGateway.close();
-    assert.equal(pods.length, 3, "two proxy pods and one Job pod");
+    assert.equal(pods.length, 2, "the proxy pod and the Job pod");
     for (const pod of pods) assert.deepEqual(restrictedViolations(pod.spec, pod.metadata?.annotations), []);
   });
 

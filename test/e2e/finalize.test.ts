@@ -57,7 +57,7 @@ describe("finalize on real etcd", () => {
     const proxyStillThere = await finalize({ ...deletingRequest(a), children: observe(a.response.children) }, config, new Date());
     assert.deepEqual(proxyStillThere.response.children, [], "no Job while the proxy Deployment exists");
 
-    await a.proxy.stop();
+    await a.proxy.gateway.stop();
     const { response } = await finalize(deletingRequest(a), config, new Date());
     assert.equal(response.finalized, false);
     const job = response.children.find((c) => c.kind === "Job")!;
@@ -76,7 +76,7 @@ describe("finalize on real etcd", () => {
   });
 
   test("with core etcd down the Job fails, and finalize keeps the finalizer and says why", async () => {
-    await ab.proxy.stop();
+    await ab.proxy.gateway.stop();
     const job = (await finalize(deletingRequest(ab), config, new Date())).response.children.find((c) => c.kind === "Job")!;
     await core.stop();
     let exit;

@@ -1,5 +1,5 @@
-// Issue: an EtcdStorage becomes a working, isolated etcd proxy tenant. Real etcd, real
-// grpc-proxy started from exactly the returned Deployment, real TLS.
+// Issue: an EtcdStorage becomes a working, isolated etcd proxy tenant. Real etcd, the tenant
+// gateway started from exactly the returned Deployment, real TLS.
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
@@ -7,7 +7,7 @@ import { connect } from "node:tls";
 import { after, before, describe, test } from "node:test";
 import { sync } from "../../hooks/sync.ts";
 import { nextRequest, testConfig } from "../support/requests.ts";
-import { httpGet, startCoreEtcd, stopAll, tcpAccepts, tempDir, waitFor, type CoreEtcd } from "./harness.ts";
+import { httpGet, startCoreEtcd, stopAll, tempDir, waitFor, type CoreEtcd } from "./harness.ts";
 import { startTenant, type RunningTenant } from "./tenant.ts";
 
 const spec = (name: string) => ({
@@ -33,13 +33,16 @@ describe("two tenants on one core etcd", () => {
   });
   after(stopAll);
 
-  test("the proxy runs exactly the returned command", () => {
-    assert.equal(a.proxy.executable, "/usr/bin/etcd");
+  test("the proxy pod runs exactly the returned command: one container, the gateway, from the project's image", () => {
     const deployment = a.response.children.find((c) => c.kind === "Deployment")!;
-    const command = (deployment.spec as any).template.spec.containers[0].command as string[];
-    assert.deepEqual(command.slice(1, 3), ["grpc-proxy", "start"]);
-    assert.equal(a.proxy.args.length, command.length - 1, "no flag added or dropped");
-    assert.ok(command.includes("--namespace=/etcdstorage/tenant-a/"));
+    const containers = (deployment.spec as any).template.spec.containers;
+    assert.deepEqual(containers.map((c: { name: string }) => c.name), ["gateway"]);
+    assert.equal(containers[0].image, config.gatewayImage);
+    assert.deepEqual(containers[0].command, ["/usr/local/bin/node", "gateway/main.ts"]);
+    assert.equal(a.proxy.gateway.executable, process.execPath);
+    assert.deepEqual(a.proxy.gateway.args.slice(0, 2), ["gateway/main.ts", "--tenant=tenant-a"]);
+    assert.equal(a.proxy.gateway.args.length, containers[0].command.length - 1 + containers[0].args.length, "no flag added or dropped");
+    assert.ok(containers[0].args.includes("--prefix=/etcdstorage/tenant-a/"));
   });
 
   test("what the API server writes lands under status.prefix", async () => {
@@ -81,7 +84,7 @@ describe("two tenants on one core etcd", () => {
     const handshake = async (servername: string) => {
       const [ca, cert, key] = await Promise.all([a.credentials.cacert, a.credentials.cert, a.credentials.key].map((file) => readFile(file)));
       return new Promise<{ authorized: boolean; error?: string }>((resolve) => {
-        const socket = connect({ host: "127.0.0.1", port: a.clientPort, servername, ca, cert, key, ALPNProtocols: ["h2"] }, () => {
+        const socket = connect({ host: "127.0.0.1", port: a.proxy.clientPort, servername, ca, cert, key, ALPNProtocols: ["h2"] }, () => {
           resolve({ authorized: socket.authorized });
           socket.end();
         });
@@ -97,20 +100,22 @@ describe("two tenants on one core etcd", () => {
   });
 
   test("readiness follows core etcd, liveness does not", async () => {
+    const probe = (path: string) => httpGet(`http://127.0.0.1:${a.proxy.healthPort}${path}`).catch(() => ({ status: 0, body: "" }));
     await core.stop();
     try {
-      await waitFor("readiness fails while core etcd is down", async () => (await httpGet(`http://127.0.0.1:${a.metricsPort}/health`).catch(() => ({ status: 0 }))).status !== 200);
-      assert.equal(await tcpAccepts(a.metricsPort), true, "the liveness probe (tcpSocket on the metrics port) still succeeds");
+      await waitFor("readiness fails while core etcd is down", async () => (await probe("/readyz")).status === 503);
+      assert.equal((await probe("/livez")).status, 200, "the liveness probe still succeeds");
       // The hook never talks to etcd: with etcd down, the steady state's answer is the same.
       const { response } = await sync(nextRequest(a.request, a.response), config, new Date());
       assert.deepEqual(response.children, a.response.children);
       const deployment = a.response.children.find((c) => c.kind === "Deployment")!;
       const container = (deployment.spec as any).template.spec.containers[0];
-      assert.deepEqual(container.livenessProbe.tcpSocket, { port: "metrics" });
-      assert.equal(container.readinessProbe.httpGet.path, "/health");
+      assert.deepEqual(container.livenessProbe.httpGet, { path: "/livez", port: "health" });
+      assert.deepEqual(container.readinessProbe.httpGet, { path: "/readyz", port: "health" });
     } finally {
       await core.start();
     }
-    await waitFor("readiness recovers", async () => (await httpGet(`http://127.0.0.1:${a.metricsPort}/health`).catch(() => ({ status: 0 }))).status === 200);
+    await waitFor("readiness recovers", async () => (await probe("/readyz")).status === 200);
+    assert.equal((await a.etcdctl(["get", "/registry/widgets/default/w1", "--print-value-only"])).code, 0, "the gateway reconnected by itself");
   });
 });

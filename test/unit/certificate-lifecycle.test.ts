@@ -26,7 +26,7 @@ const bundle = (r: HookResponse) => splitPemBundle((child(r, "ConfigMap", "team-
 const trustedClientCas = (r: HookResponse) => splitPemBundle((child(r, "ConfigMap", ns, "etcd-t-trusted-ca").data as Record<string, string>)["ca.crt"]).length;
 const issuingCa = (r: HookResponse) => new X509Certificate(unb64(caSecret(r)["tls.crt"]));
 const issuingClientCa = (r: HookResponse) => new X509Certificate(unb64((child(r, "Secret", ns, "etcd-t-client-ca").data as Record<string, string>)["tls.crt"]));
-const checksum = (r: HookResponse) => ((child(r, "Deployment", ns, "etcd-t").spec as any).template.metadata.annotations as Record<string, string>)["etcdproxy.dev/trust-checksum"];
+const deployment = (r: HookResponse) => child(r, "Deployment", ns, "etcd-t");
 
 /** Runs the hook at `now` on the previous answer, and checks the new answer is a fixed point. */
 async function step(previous: { request: HookRequest; response: HookResponse }, now: Date) {
@@ -54,7 +54,7 @@ describe("certificate lifecycle", () => {
     assert.notEqual(client(renewed.response).serialNumber, client(first.response).serialNumber);
     assert.ok(serving(renewed.response).verify(initialCa.publicKey));
     assert.deepEqual(caSecret(renewed.response), caSecret(first.response));
-    assert.equal(checksum(renewed.response), checksum(first.response), "a serving certificate renewal does not roll the proxies");
+    assert.deepEqual(deployment(renewed.response), deployment(first.response), "a renewal does not roll the gateways: they reload their files");
 
     // The CA past 2/3: a successor is published in every bundle, next to the old CA; leaves stay.
     const published = await step(await step(renewed, at(40.5)), at(60.5));
@@ -64,7 +64,7 @@ describe("certificate lifecycle", () => {
     assert.ok(serving(published.response).verify(initialCa.publicKey), "leaves are still issued by the old CA");
     assert.ok(client(published.response).verify(issuingClientCa(renewed.response).publicKey), "client certificates too");
     assert.equal(issuingCa(published.response).fingerprint256, initialCa.fingerprint256);
-    assert.notEqual(checksum(published.response), checksum(renewed.response), "a new trusted client CA rolls the proxies");
+    assert.deepEqual(deployment(published.response), deployment(renewed.response), "nor does a new trusted client CA");
     const certificates = (published.response.status as any).certificates as { name: string; role: string; renewAt: string }[];
     const successor = certificates.find((c) => c.name === "serving-ca" && c.role === "Successor")!;
     // overlap = min(90d/6, (day 90 - day 60.5)/2) = 14.75 days

@@ -17,8 +17,7 @@ test("defaults fill every optional setting", () => {
     clusterDomain: "cluster.local",
     logLevel: "info",
     bodyLimitBytes: 8 * 1024 * 1024,
-    tenantApiAllowlist: true,
-    gatewayImage: "nginxinc/nginx-unprivileged:1.28-alpine",
+    gatewayImage: "ghcr.io/etcdproxy/etcdstorage-hooks:0.1.0",
   });
 });
 
@@ -38,12 +37,10 @@ const refused: [string, Record<string, string>, RegExp][] = [
   ["a bad namespace", { PROXY_NAMESPACE: "Kube_System" }, /^PROXY_NAMESPACE: /],
   ["a bad log level", { LOG_LEVEL: "loud" }, /^LOG_LEVEL: /],
   ["a tiny body limit", { BODY_LIMIT_BYTES: "10" }, /^BODY_LIMIT_BYTES: /],
-  ["an allowlist setting other than true/false", { TENANT_API_ALLOWLIST: "no" }, /^TENANT_API_ALLOWLIST: must be "true" or "false", got "no"/],
-  ["a capitalised allowlist setting", { TENANT_API_ALLOWLIST: "False" }, /^TENANT_API_ALLOWLIST: /],
-  ["a gateway image without a tag", { GATEWAY_IMAGE: "nginxinc/nginx-unprivileged" }, /^GATEWAY_IMAGE: .*tag or digest/],
-  ["a gateway image whose only colon is the registry port", { GATEWAY_IMAGE: "mirror.example:5000/nginx-unprivileged" }, /^GATEWAY_IMAGE: /],
-  ["a gateway image with uppercase letters", { GATEWAY_IMAGE: "Nginx:1.28" }, /^GATEWAY_IMAGE: /],
-  ["a gateway image with a space", { GATEWAY_IMAGE: "nginx:1.28 --privileged" }, /^GATEWAY_IMAGE: /],
+  ["a gateway image without a tag", { GATEWAY_IMAGE: "ghcr.io/etcdproxy/etcdstorage-hooks" }, /^GATEWAY_IMAGE: .*tag or digest/],
+  ["a gateway image whose only colon is the registry port", { GATEWAY_IMAGE: "mirror.example:5000/etcdstorage-hooks" }, /^GATEWAY_IMAGE: /],
+  ["a gateway image with uppercase letters", { GATEWAY_IMAGE: "Etcdstorage:0.1.0" }, /^GATEWAY_IMAGE: /],
+  ["a gateway image with a space", { GATEWAY_IMAGE: "etcdstorage:0.1.0 --privileged" }, /^GATEWAY_IMAGE: /],
 ];
 
 for (const [what, env, message] of refused) {
@@ -58,14 +55,8 @@ test("accepts supported etcd images, mirrors and digests", () => {
   }
 });
 
-test("the API allowlist is turned off only by exactly \"false\"", () => {
-  assert.equal(loadConfig({ ...base, TENANT_API_ALLOWLIST: "false" }).tenantApiAllowlist, false);
-  assert.equal(loadConfig({ ...base, TENANT_API_ALLOWLIST: "true" }).tenantApiAllowlist, true);
-  assert.equal(loadConfig({ ...base, TENANT_API_ALLOWLIST: " " }).tenantApiAllowlist, true, "blank means the default");
-});
-
 test("accepts gateway images with a tag, a digest, or both, from any registry", () => {
-  for (const image of ["nginx:1.28", "nginxinc/nginx-unprivileged:1.29-alpine", `mirror.example:5000/nginx/nginx-unprivileged:1.28-alpine@sha256:${"b".repeat(64)}`, `ghcr.io/nginx/nginx-unprivileged@sha256:${"c".repeat(64)}`]) {
+  for (const image of ["etcdstorage:0.2.0", "registry.example/platform/etcdstorage:0.2.0-rc.1", `mirror.example:5000/etcdproxy/etcdstorage-hooks:0.1.0@sha256:${"b".repeat(64)}`, `ghcr.io/etcdproxy/etcdstorage-hooks@sha256:${"c".repeat(64)}`]) {
     assert.equal(loadConfig({ ...base, GATEWAY_IMAGE: image }).gatewayImage, image);
   }
 });
