@@ -34,8 +34,11 @@ test("the parent is never modified", () => {
 });
 
 const invalid: [string, unknown, RegExp][] = [
-  ["a malformed duration", { servingCertificateValidity: "1 year" }, /^spec\.servingCertificateValidity: must match pattern/],
-  ["a validity under 10m", { clientCertificateValidity: "5m" }, /^spec\.clientCertificateValidity: must be a duration between 10m/],
+  // What a duration looks like and its bounds, never the regular expression behind it.
+  ["a malformed duration", { servingCertificateValidity: "1 year" }, /^spec\.servingCertificateValidity: must be a duration such as 8760h \(a year\), 720h \(30 days\) or 30m: .* from 10m to 876000h \(100 years\) \(got "1 year"\)$/],
+  ["a duration in days", { signingCertificateValidity: "3650d" }, /^spec\.signingCertificateValidity: must be a duration such as 8760h .* \(got "3650d"\)$/],
+  ["a validity under 10m", { clientCertificateValidity: "5m" }, /^spec\.clientCertificateValidity: must be a duration such as .* from 10m to 876000h \(100 years\) \(got "5m"\)$/],
+  ["a validity over 100 years", { signingCertificateValidity: "876001h" }, /^spec\.signingCertificateValidity: must be a duration such as .* \(got "876001h"\)$/],
   ["a leaf longer than its CA", { signingCertificateValidity: "100h", servingCertificateValidity: "200h", clientCertificateValidity: "50h" }, /^spec\.servingCertificateValidity: servingCertificateValidity must not be longer than signingCertificateValidity/],
   ["zero replicas", { replicas: 0 }, /^spec\.replicas: must be >= 1 \(got 0\)/],
   ["negative replicas", { replicas: -2 }, /^spec\.replicas: must be >= 1/],
