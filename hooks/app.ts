@@ -114,7 +114,7 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
     const durationMs = performance.now() - started;
     metrics.hookCall("customize", "Customized", durationMs / 1000);
     request.log.info({ hook: "/customize", tenant: parsed.request.parent.metadata.name, outcome: "Customized", durationMs: round(durationMs) }, "hook call");
-    return customize(config);
+    return customize(parsed.request.parent, config);
   });
 
   app.get("/healthz", async () => ({ status: "ok" }));

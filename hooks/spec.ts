@@ -61,3 +61,8 @@ function computeSpec(name: string, specInput: unknown, config: Pick<Config, "pro
   if (intoProxyNamespace.length > 0) return { valid: false, problems: intoProxyNamespace, nameValid: true };
   return { valid: true, spec };
 }
+
+/** Every namespace the spec delivers into, each once, sorted. */
+export function destinationNamespaces(spec: Pick<EtcdStorageSpec, "caCertConfigMap" | "clientCertSecret">): string[] {
+  return [...new Set([...spec.caCertConfigMap, ...spec.clientCertSecret].map((d) => d.namespace))].sort();
+}

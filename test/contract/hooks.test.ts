@@ -79,7 +79,7 @@ describe("hook server contract", () => {
     assert.equal((response.status as any).prefix, "/etcdstorage/sample-apiserver/");
     assert.equal((response.status as any).endpoint, "https://etcd-sample-apiserver.kube-apiserver-storage.svc:2379");
     const conditions = (response.status as any).conditions as { type: string; status: string }[];
-    assert.deepEqual(conditions.map((c) => [c.type, c.status]), [["Ready", "False"], ["ProxyAvailable", "False"], ["CertificatesReady", "True"], ["CoreCredentialsReady", "True"]]);
+    assert.deepEqual(conditions.map((c) => [c.type, c.status]), [["Ready", "False"], ["ProxyAvailable", "False"], ["CertificatesReady", "True"], ["CoreCredentialsReady", "True"], ["DestinationsReady", "True"]]);
 
     const again = (await post("/sync", nextRequest(request, response))).json() as HookResponse;
     assert.deepEqual(again.children, response.children, "feeding the answer back changes no child");
@@ -114,15 +114,29 @@ describe("hook server contract", () => {
     assert.equal((get("sample-system", "etcd-serving-ca").data as Record<string, string>)["ca.crt"], unb64(servingCa["ca.crt"]));
   });
 
-  test("POST /customize asks for the core CA ConfigMap and client Secret", async () => {
+  test("POST /customize asks for the core CA ConfigMap and client Secret, and the destinations' Namespaces by name", async () => {
     const reply = await post("/customize", fixture("customize-request.json"));
     assert.equal(reply.statusCode, 200);
     assert.deepEqual(reply.json(), {
       relatedResources: [
         { apiVersion: "v1", resource: "configmaps", namespace: "kube-apiserver-storage", names: ["etcd-coreserving-ca"] },
         { apiVersion: "v1", resource: "secrets", namespace: "kube-apiserver-storage", names: ["etcd-coreserving-cert"] },
+        // Cluster-scoped: no namespace field (Metacontroller's RelatedResourceRule omits it when empty).
+        { apiVersion: "v1", resource: "namespaces", names: ["sample-system"] },
       ],
     });
+  });
+
+  test("POST /customize: each destination namespace once; no Namespace rule without destinations or with an invalid spec (a rule without names would select every Namespace)", async () => {
+    const customizeWith = async (spec: unknown) => {
+      const request = fixture("customize-request.json");
+      request.parent.spec = spec;
+      return ((await post("/customize", request)).json() as { relatedResources: { resource: string; names: string[] }[] }).relatedResources.filter((r) => r.resource === "namespaces");
+    };
+    const spec = { caCertConfigMap: [{ name: "ca", namespace: "b" }, { name: "ca", namespace: "a" }], clientCertSecret: [{ name: "client", namespace: "b" }] };
+    assert.deepEqual(await customizeWith(spec), [{ apiVersion: "v1", resource: "namespaces", names: ["a", "b"] }]);
+    assert.deepEqual(await customizeWith({}), []);
+    assert.deepEqual(await customizeWith({ ...spec, replicas: 0 }), []);
   });
 
   test("POST /finalize answers the hook format", async () => {
