@@ -103,7 +103,7 @@ export function buildDeployment(tenant: string, spec: EtcdStorageSpec, config: C
               // Liveness asks only whether the process serves; it must not fail while etcd is briefly down,
               // or every proxy of every tenant restarts at once.
               livenessProbe: { tcpSocket: { port: "metrics" }, initialDelaySeconds: 10, periodSeconds: 20, timeoutSeconds: 5, failureThreshold: 3 },
-              resources: { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } },
+              resources: spec.resources,
               securityContext: restrictedContainerSecurity,
               volumeMounts: [
                 ...coreCredentialMounts(),

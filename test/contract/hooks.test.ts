@@ -85,6 +85,20 @@ describe("hook server contract", () => {
     assert.deepEqual(again.children, response.children, "feeding the answer back changes no child");
   });
 
+  test("spec.resources reaches the proxy container as written; omitted, the documented default", async () => {
+    const proxyResources = async (resources?: unknown) => {
+      const request = fixture("sync-request.json");
+      if (resources !== undefined) request.parent.spec.resources = resources;
+      const response = (await post("/sync", request)).json() as HookResponse;
+      assertValidChildren(response.children);
+      const deployment = response.children.find((c) => c.kind === "Deployment")!;
+      return (deployment.spec as any).template.spec.containers.find((c: { name: string }) => c.name === "grpc-proxy").resources;
+    };
+    assert.deepEqual(await proxyResources(), { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } });
+    const custom = { requests: { cpu: "250m", memory: "256Mi" }, limits: { cpu: 1, memory: "1Gi" } };
+    assert.deepEqual(await proxyResources(custom), custom);
+  });
+
   test("Secrets carry base64 data only; private keys never in a ConfigMap; CA keys never leave the proxy namespace", async () => {
     const response = (await post("/sync", fixture("sync-request.json"))).json() as HookResponse;
     for (const child of response.children) {

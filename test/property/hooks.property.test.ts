@@ -71,7 +71,7 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
     if (secret?.data && typeof secret.data === "object") secret.data[key] = asBase64 && typeof value === "string" ? Buffer.from(value).toString("base64") : value;
   }, { toString: () => `Secret #${i} ${key} = ${JSON.stringify(value)}${asBase64 ? " (base64)" : ""}` })),
   // a spec field becomes anything (an object edited by hand, the CRD bypassed)
-  fc.tuple(fc.constantFrom("caCertConfigMap", "clientCertSecret", "signingCertificateValidity", "servingCertificateValidity", "clientCertificateValidity", "replicas", "deletionPolicy", "extra"), junk).map(
+  fc.tuple(fc.constantFrom("caCertConfigMap", "clientCertSecret", "signingCertificateValidity", "servingCertificateValidity", "clientCertificateValidity", "replicas", "resources", "deletionPolicy", "extra"), junk).map(
     ([field, value]) => Object.assign((r: HookRequest) => {
       (r.parent.spec as Record<string, unknown>)[field] = value;
     }, { toString: () => `spec.${field} = ${JSON.stringify(value)}` }),
