@@ -32,7 +32,7 @@ export function checkDestinations(spec: EtcdStorageSpec, related: ObjectsByType 
   const usable = (d: Destination) => !missing.includes(d.namespace) && !deleting.includes(d.namespace);
   const deliverable = { caCertConfigMap: spec.caCertConfigMap.filter(usable), clientCertSecret: spec.clientCertSecret.filter(usable) };
   if (missing.length === 0 && deleting.length === 0) {
-    return { condition: { type, status: "True", reason: "DestinationsDelivered", message: `credentials delivered to ${plural(namespaces.length, "namespace")} (${namespaces.join(", ")})` }, deliverable };
+    return { condition: { type, status: "True", reason: "DestinationsDelivered", message: `credentials delivered to ${plural(namespaces.length, "namespace")} ${namespaces.join(", ")}` }, deliverable };
   }
   const problems = [
     ...(missing.length > 0 ? [`${plural(missing.length, "namespace")} ${missing.join(", ")} ${missing.length === 1 ? "does" : "do"} not exist: create ${missing.length === 1 ? "it" : "them"} or remove ${missing.length === 1 ? "its" : "their"} destinations`] : []),

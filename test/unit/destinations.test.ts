@@ -73,7 +73,7 @@ test("a namespace that appears later receives its destinations; nothing else cha
   assert.equal(condition(missing, "DestinationsReady").message, "namespace a does not exist: create it or remove its destinations. Nothing is sent there; no destination is delivered");
   const created = (await sync({ ...proxyUp(nextRequest(before, missing)), related }, config, now)).response;
   assert.deepEqual(names(created.children), ["ConfigMap a/ca", "Secret a/client"]);
-  assert.deepEqual([condition(created, "DestinationsReady").status, condition(created, "DestinationsReady").reason], ["True", "DestinationsDelivered"]);
+  assert.deepEqual([condition(created, "DestinationsReady").status, condition(created, "DestinationsReady").reason, condition(created, "DestinationsReady").message], ["True", "DestinationsDelivered", "credentials delivered to namespace a"]);
   assert.equal(condition(created, "Ready").status, "True");
   const proxyChildren = (r: HookResponse) => r.children.filter((c) => c.metadata.namespace === config.proxyNamespace);
   assert.deepEqual(proxyChildren(created), proxyChildren(missing), "the proxy and the CAs stay as they were");
