@@ -15,7 +15,7 @@ import { clearParseCaches } from "../hooks/pki/parse.ts";
 import { parseHookRequest } from "../hooks/request.ts";
 import { readSpec } from "../hooks/spec.ts";
 import { sync } from "../hooks/sync.ts";
-import { coreRelated, etcdStorage, makeCorePki, nextRequest, syncRequest, testConfig, type CorePki } from "../test/support/requests.ts";
+import { coreRelated, etcdStorage, makeCorePki, namespacesRelated, nextRequest, syncRequest, testConfig, type CorePki } from "../test/support/requests.ts";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const SCALE_SECONDS = Math.max(3, Math.round(SECONDS / 2));
@@ -61,7 +61,7 @@ function tenant(name: string, destinations: number, core: CorePki): HookRequest 
     caCertConfigMap: namespaces.map((namespace) => ({ name: "etcd-serving-ca", namespace })),
     clientCertSecret: namespaces.map((namespace) => ({ name: "etcd-client-cert", namespace })),
   };
-  return syncRequest(etcdStorage(name, spec), coreRelated(config, core));
+  return syncRequest(etcdStorage(name, spec), { ...coreRelated(config, core), ...namespacesRelated(namespaces) });
 }
 
 /** The request Metacontroller sends once everything exists: every child observed, nothing to issue. */

@@ -3,6 +3,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import type { Config } from "./config.ts";
 import { customize } from "./customize.ts";
 import { finalize } from "./finalize.ts";
+import { jsonSyntaxError } from "./json-syntax.ts";
 import { createMetrics, type HookName } from "./metrics.ts";
 import { parseCustomizeRequest, parseHookRequest } from "./request.ts";
 import { LruCache } from "./lru-cache.ts";
@@ -33,6 +34,26 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
   });
   const metrics = createMetrics();
 
+  // Every hook takes application/json, which Metacontroller sends. The body stays text until the
+  // route reads it: /sync first looks its answer up by the exact bytes.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => done(null, body));
+  const parseJson = app.getDefaultJsonParser("error", "error");
+  // Parsed bodies, for the tenant in the log line of a hook that fails.
+  const bodies = new WeakMap<FastifyRequest, unknown>();
+  const readJson = (request: FastifyRequest) =>
+    new Promise<unknown>((resolve, reject) =>
+      parseJson(request, request.body as string, (error, parsed) => {
+        if (error) return reject(invalidJson(request.body as string));
+        bodies.set(request, parsed);
+        resolve(parsed);
+      }),
+    );
+  // Refused before the body is read, whatever it holds (an empty body included).
+  const requireJson = async (request: FastifyRequest) => {
+    if (!JSON_MEDIA_TYPE.test(request.headers["content-type"] ?? "")) throw unsupportedMediaType(request.headers["content-type"]);
+  };
+
   const badRequest = (request: FastifyRequest, reply: FastifyReply, hook: HookName, problems: string[], started: number, body: unknown) => {
     const durationMs = performance.now() - started;
     metrics.hookCall(hook, "BadRequest", durationMs / 1000);
@@ -50,10 +71,11 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
     );
   };
 
-  app.post("/finalize", async (request, reply) => {
+  app.post("/finalize", { onRequest: requireJson }, async (request, reply) => {
     const started = performance.now();
-    const parsed = parseHookRequest(request.body);
-    if (!parsed.ok) return badRequest(request, reply, "finalize", parsed.problems, started, request.body);
+    const body = await readJson(request);
+    const parsed = parseHookRequest(body);
+    if (!parsed.ok) return badRequest(request, reply, "finalize", parsed.problems, started, body);
     const result = await finalize(parsed.request, config, now());
     recordCall(request, "finalize", result.report, started, false);
     return result.response;
@@ -63,50 +85,49 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
   // byte for byte the last one while nothing changed. Such a request is answered with the answer
   // computed for it, as long as sync vouches that it would answer the same (report.stableUntil:
   // nothing issued, no condition changed, no certificate step due; test/unit/stable-answer.test.ts).
-  // The body is kept raw for that, and parsed by Fastify's own JSON parser only when needed.
+  // The body is parsed only when the answer has to be computed.
   const answers = new LruCache<{ payload: string; report: SyncReport; stableUntil: number }>(ANSWER_CACHE_ENTRIES, ANSWER_CACHE_CHARS);
-  app.register(async (scope) => {
-    const parseJson = scope.getDefaultJsonParser("error", "error");
-    scope.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => done(null, body));
-    scope.post("/sync", async (request, reply) => {
-      const started = performance.now();
-      const raw = request.body as string;
-      const time = now();
-      const cached = options.answerCache === false ? undefined : answers.get(raw);
-      if (cached && time.getTime() < cached.stableUntil) {
-        recordCall(request, "sync", cached.report, started, true);
-        return reply.type("application/json; charset=utf-8").send(cached.payload);
-      }
-      const body = await new Promise<unknown>((resolve, reject) => parseJson(request, raw, (error, parsed) => (error ? reject(error) : resolve(parsed))));
-      const parsed = parseHookRequest(body);
-      if (!parsed.ok) return badRequest(request, reply, "sync", parsed.problems, started, body);
-      const result = await sync(parsed.request, config, time);
-      const payload = JSON.stringify(result.response);
-      if (result.report.stableUntil && options.answerCache !== false) answers.set(raw, { payload, report: result.report, stableUntil: result.report.stableUntil.getTime() });
-      recordCall(request, "sync", result.report, started, false);
-      return reply.type("application/json; charset=utf-8").send(payload);
-    });
+  app.post("/sync", { onRequest: requireJson }, async (request, reply) => {
+    const started = performance.now();
+    const raw = request.body as string;
+    const time = now();
+    const cached = options.answerCache === false ? undefined : answers.get(raw);
+    if (cached && time.getTime() < cached.stableUntil) {
+      recordCall(request, "sync", cached.report, started, true);
+      return reply.type("application/json; charset=utf-8").send(cached.payload);
+    }
+    const body = await readJson(request);
+    const parsed = parseHookRequest(body);
+    if (!parsed.ok) return badRequest(request, reply, "sync", parsed.problems, started, body);
+    const result = await sync(parsed.request, config, time);
+    const payload = JSON.stringify(result.response);
+    if (result.report.stableUntil && options.answerCache !== false) answers.set(raw, { payload, report: result.report, stableUntil: result.report.stableUntil.getTime() });
+    recordCall(request, "sync", result.report, started, false);
+    return reply.type("application/json; charset=utf-8").send(payload);
   });
 
-  app.post("/customize", async (request, reply) => {
+  app.post("/customize", { onRequest: requireJson }, async (request, reply) => {
     const started = performance.now();
-    const parsed = parseCustomizeRequest(request.body);
-    if (!parsed.ok) return badRequest(request, reply, "customize", parsed.problems, started, request.body);
+    const body = await readJson(request);
+    const parsed = parseCustomizeRequest(body);
+    if (!parsed.ok) return badRequest(request, reply, "customize", parsed.problems, started, body);
     const durationMs = performance.now() - started;
     metrics.hookCall("customize", "Customized", durationMs / 1000);
     request.log.info({ hook: "/customize", tenant: parsed.request.parent.metadata.name, outcome: "Customized", durationMs: round(durationMs) }, "hook call");
-    return customize(config);
+    return customize(parsed.request.parent, config);
   });
 
   app.get("/healthz", async () => ({ status: "ok" }));
 
   app.get("/metrics", async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
 
+  // Answered before any body is read: a wrong method is a 405 whatever the body's type.
   for (const [path, allowed] of [["/sync", "POST"], ["/finalize", "POST"], ["/customize", "POST"], ["/healthz", "GET"], ["/metrics", "GET"]] as const) {
     app.route({
       method: ["GET", "POST", "PUT", "PATCH", "DELETE"].filter((method) => method !== allowed),
       url: path,
-      handler: async (_request, reply) => reply.code(405).header("allow", allowed).send({ code: "MethodNotAllowed", message: `${path} accepts ${allowed} only` }),
+      onRequest: async (_request, reply) => reply.code(405).header("allow", allowed).send({ code: "MethodNotAllowed", message: `${path} accepts ${allowed} only` }),
+      handler: async () => undefined,
     });
   }
 
@@ -119,15 +140,18 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
   };
 
   app.setErrorHandler(async (error: Error & { statusCode?: number; code?: string }, request, reply) => {
-    const status = error.statusCode ?? 500;
+    // Fastify's own refusals get this server's words: what was wrong, and what to change.
+    const known = error.code === "FST_ERR_CTP_BODY_TOO_LARGE" ? bodyTooLarge(config.bodyLimitBytes) : error.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE" ? unsupportedMediaType(request.headers["content-type"]) : error;
+    const status = known.statusCode ?? 500;
     const hook = hookOf(request);
-    // Rejected before the handler ran (bad JSON, body too large) or failed inside a hook.
+    // Rejected before the hook ran (bad JSON, body too large, wrong content type) or failed inside it.
     const outcome = status >= 400 && status < 500 ? "BadRequest" : "Error";
     if (hook) metrics.hookCall(hook, outcome, outcome === "Error" ? reply.elapsedTime / 1000 : undefined);
-    const line = { hook: request.routeOptions.url, tenant: tenantOf(request.body), outcome, durationMs: round(reply.elapsedTime) };
+    const line = { hook: request.routeOptions.url, tenant: tenantOf(bodies.get(request)), outcome, durationMs: round(reply.elapsedTime) };
     if (outcome === "BadRequest") {
-      request.log.info({ ...line, code: error.code }, "rejected request");
-      return reply.code(status).send({ code: error.code ?? "BadRequest", message: error.message });
+      const code = known instanceof RequestError ? known.code : (STATUS_CODES[status] ?? "BadRequest");
+      request.log.info({ ...line, code }, "rejected request");
+      return reply.code(status).send({ code, message: known.message });
     }
     // Never leak internals (or the observed Secrets) to the caller or the log.
     request.log.error({ ...line, err: { type: error.name, message: error.message, stack: error.stack } }, "hook failed");
@@ -135,6 +159,38 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
   });
 
   return app;
+}
+
+const JSON_MEDIA_TYPE = /^application\/json\s*(;|$)/i;
+// Reasons as Kubernetes names them (metav1.StatusReason), for refusals that are not this server's own.
+const STATUS_CODES: Record<number, string> = { 400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 413: "RequestEntityTooLarge", 415: "UnsupportedMediaType" };
+
+/** A request refused before any hook ran, with the reason as `code`. */
+class RequestError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function bodyTooLarge(limit: number): RequestError {
+  const size = limit >= 1048576 ? `${Math.round((limit / 1048576) * 10) / 10} MiB` : `${Math.round((limit / 1024) * 10) / 10} KiB`;
+  return new RequestError(413, "RequestEntityTooLarge", `request body is larger than the hook server's limit, BODY_LIMIT_BYTES=${limit} (${size}); raise BODY_LIMIT_BYTES: every request carries all of a tenant's observed Secrets`);
+}
+
+function unsupportedMediaType(contentType: string | undefined): RequestError {
+  return new RequestError(415, "UnsupportedMediaType", `the hooks take a JSON body with content-type: application/json; this request has ${contentType ? `content-type: ${contentType.slice(0, 100)}` : "no content-type"}`);
+}
+
+function invalidJson(raw: string): RequestError {
+  if (raw.trim() === "") return new RequestError(400, "BadRequest", "request body is empty: a hook request is a JSON object");
+  const fault = jsonSyntaxError(raw);
+  // The only other refusal of Fastify's parser: a __proto__ or constructor.prototype key.
+  if (!fault) return new RequestError(400, "BadRequest", "request body has a __proto__ or constructor.prototype key, which is refused");
+  return new RequestError(400, "BadRequest", `request body is not valid JSON at line ${fault.line}, column ${fault.column}: ${fault.problem}`);
 }
 
 /** The parent's name for the log, if the body has a plausible one; nothing else of the body is logged. */

@@ -1,5 +1,6 @@
 // Hook configuration, read once from the environment at start. Every check names the variable,
 // because a bad setting must stop the server before it can shape a single child.
+import { isIP } from "node:net";
 
 export interface Config {
   port: number;
@@ -31,8 +32,24 @@ export const DEFAULTS = {
   CLUSTER_DOMAIN: "cluster.local",
   LOG_LEVEL: "info",
   BODY_LIMIT_BYTES: String(8 * 1024 * 1024),
-  GATEWAY_IMAGE: "ghcr.io/etcdproxy/etcdstorage-hooks:0.1.0",
+  GATEWAY_IMAGE: "etcdstorage:0.1.0",
 } as const;
+
+/** The variable each setting is read from: the start-up line and every refusal name it. */
+export const VARIABLES = {
+  port: "PORT",
+  host: "HOST",
+  coreEtcdEndpoints: "CORE_ETCD_ENDPOINTS",
+  proxyNamespace: "PROXY_NAMESPACE",
+  coreCaConfigMap: "CORE_CA_CONFIGMAP",
+  coreClientSecret: "CORE_CLIENT_SECRET",
+  tenantPrefixRoot: "TENANT_PREFIX_ROOT",
+  etcdImage: "ETCD_IMAGE",
+  clusterDomain: "CLUSTER_DOMAIN",
+  logLevel: "LOG_LEVEL",
+  bodyLimitBytes: "BODY_LIMIT_BYTES",
+  gatewayImage: "GATEWAY_IMAGE",
+} as const satisfies Record<keyof Config, string>;
 
 export class ConfigError extends Error {
   constructor(
@@ -55,7 +72,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const read = (name: keyof typeof DEFAULTS) => env[name]?.trim() || DEFAULTS[name];
   return {
     port: parsePort(read("PORT")),
-    host: read("HOST"),
+    host: parseHost(read("HOST")),
     coreEtcdEndpoints: parseEndpoints(env.CORE_ETCD_ENDPOINTS),
     proxyNamespace: parseName("PROXY_NAMESPACE", read("PROXY_NAMESPACE"), DNS_LABEL, 63),
     coreCaConfigMap: parseName("CORE_CA_CONFIGMAP", read("CORE_CA_CONFIGMAP"), DNS_SUBDOMAIN, 253),
@@ -75,6 +92,16 @@ function parsePort(text: string): number {
     throw new ConfigError("PORT", `must be an integer from 1 to 65535, got "${text}"`);
   }
   return port;
+}
+
+// A host name in any case (it is resolved, not matched), or an IPv4 or IPv6 address.
+const HOST_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/i;
+
+function parseHost(host: string): string {
+  if (isIP(host) === 0 && (host.length > 253 || !HOST_NAME.test(host))) {
+    throw new ConfigError("HOST", `"${host}" is neither an IP address nor a host name`);
+  }
+  return host;
 }
 
 function parseEndpoints(text: string | undefined): string[] {
@@ -164,4 +191,32 @@ function parseGatewayImage(image: string): string {
     throw new ConfigError("GATEWAY_IMAGE", `"${image}" must be an image with a tag or digest, such as ${DEFAULTS.GATEWAY_IMAGE} (the project's image: the hook server's own)`);
   }
   return image;
+}
+
+/** Every setting, as the server runs with it, by variable: for the start-up log line. Nothing in it is secret. */
+export function effectiveConfiguration(config: Config): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(VARIABLES).map(([field, variable]) => [variable, config[field as keyof Config]]));
+}
+
+/**
+ * The setting to blame when the server cannot listen, if it is one: an address that does not
+ * resolve or is not this machine's is HOST's fault, a port taken or forbidden is PORT's.
+ */
+export function listenRefusal(error: unknown, config: Pick<Config, "host" | "port">): ConfigError | undefined {
+  const where = `${config.host}:${config.port}`;
+  switch ((error as NodeJS.ErrnoException | undefined)?.code) {
+    case "EADDRINUSE":
+      return new ConfigError("PORT", `${config.port} is already in use on ${config.host} (${where}); choose a free port`);
+    case "EACCES":
+      return new ConfigError("PORT", `listening on ${where} is not permitted (ports below 1024 need privileges the hook server does not have)`);
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+    case "EAI_FAIL":
+    case "EAI_NONAME":
+      return new ConfigError("HOST", `"${config.host}" does not resolve to an address; use an IP address such as 0.0.0.0 or a resolvable host name`);
+    case "EADDRNOTAVAIL":
+      return new ConfigError("HOST", `"${config.host}" is not an address of this machine; use 0.0.0.0 to listen on every address`);
+    default:
+      return undefined;
+  }
 }

@@ -1,12 +1,21 @@
-// The customize hook: ask Metacontroller to send the cluster etcd's CA and the proxy's client
-// certificate with every sync, so the hook can check and mount them, and re-sync when they change.
+// The customize hook: ask Metacontroller to send, with every sync, the cluster etcd's CA and the
+// proxy's client certificate (the hook checks and mounts them) and the Namespaces the spec delivers
+// into (only existing ones receive anything), and to re-sync when any of them changes.
 import type { Config } from "./config.ts";
+import { NAMESPACE_TYPE, type EtcdStorageObject } from "./observed.ts";
+import { destinationNamespaces, readSpec } from "./spec.ts";
 
-export function customize(config: Config) {
+export function customize(parent: EtcdStorageObject, config: Config) {
+  const read = readSpec(parent, config);
+  // An invalid spec delivers nothing (sync keeps what exists), so it needs no Namespaces.
+  const namespaces = read.valid ? destinationNamespaces(read.spec) : [];
   return {
     relatedResources: [
       { apiVersion: "v1", resource: "configmaps", namespace: config.proxyNamespace, names: [config.coreCaConfigMap] },
       { apiVersion: "v1", resource: "secrets", namespace: config.proxyNamespace, names: [config.coreClientSecret] },
+      // Cluster-scoped: no namespace. Never without names: a rule with neither names nor a
+      // selector selects every Namespace of the cluster.
+      ...(namespaces.length > 0 ? [{ apiVersion: NAMESPACE_TYPE.apiVersion, resource: NAMESPACE_TYPE.resource, names: namespaces }] : []),
     ],
   };
 }

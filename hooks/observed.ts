@@ -32,7 +32,7 @@ export interface EtcdStorageObject extends KubeObject {
   status?: { conditions?: Condition[]; [field: string]: unknown } | null;
 }
 
-/** Objects by "Kind.group/version", then by "namespace/name". */
+/** Objects by "Kind.group/version", then by "namespace/name" (by "name" for a cluster-scoped object). */
 export type ObjectsByType = Record<string, Record<string, KubeObject>>;
 
 export interface HookRequest {
@@ -61,6 +61,9 @@ export const CHILD_TYPES = {
 } as const;
 
 export type ChildKind = keyof typeof CHILD_TYPES;
+
+/** Related Namespaces (/customize asks for the destinations'): cluster-scoped, so keyed by name alone. */
+export const NAMESPACE_TYPE = { apiVersion: "v1", key: "Namespace.v1", resource: "namespaces" } as const;
 
 export function findObject(objects: ObjectsByType | undefined, kind: ChildKind, namespace: string, name: string): KubeObject | undefined {
   return objects?.[CHILD_TYPES[kind].key]?.[`${namespace}/${name}`];

@@ -3,8 +3,9 @@
 // refuses exactly what the API server would refuse if its CRD were bypassed.
 import { readFileSync } from "node:fs";
 import { Ajv, type AnySchemaObject, type ErrorObject, type ValidateFunction } from "ajv";
-import { parse as parseCel } from "@marcbachmann/cel-js";
+import { Environment } from "@marcbachmann/cel-js";
 import { load as loadYaml } from "js-yaml";
+import { parseQuantity, Quantity } from "./quantity.ts";
 
 type Schema = Record<string, unknown>;
 
@@ -32,6 +33,18 @@ function inlineRefs(node: unknown, defs: Record<string, Schema>): unknown {
 
 export const etcdStorageSchema = loadSchema("etcdstorage.v1alpha1.yaml");
 
+// CEL as the API server evaluates CRD rules: the standard library, and the functions of
+// Kubernetes' quantity library (k8s.io/apiserver/pkg/cel/library, Kubernetes 1.29+) that the
+// schema uses.
+const cel = new Environment({ unlistedVariablesAreDyn: true })
+  .registerType("Quantity", Quantity)
+  .registerFunction("quantity(string): Quantity", (text: string) => {
+    const quantity = parseQuantity(text);
+    if (!quantity) throw new Error(`invalid quantity: ${text}`);
+    return quantity;
+  })
+  .registerFunction({ name: "compareTo", receiverType: "Quantity", returnType: "int", params: [{ name: "other", type: "Quantity" }], handler: (self: Quantity, other: Quantity) => BigInt(self.compareTo(other)) });
+
 interface CelRule {
   rule: string;
   message?: string;
@@ -40,12 +53,14 @@ interface CelRule {
 
 /** An ajv for Kubernetes structural schemas: CEL rules and list-map keys are enforced, other x- keywords ignored. */
 export function kubernetesAjv(options: { useDefaults: boolean }): Ajv {
-  const ajv = new Ajv({ allErrors: true, useDefaults: options.useDefaults, strict: true, formats: { int32: true, int64: true, "date-time": true } });
+  // strictTypes off: an int-or-string quantity carries number and string keywords beside its
+  // anyOf (the only shape the API server takes), legal JSON Schema that strictTypes refuses.
+  const ajv = new Ajv({ allErrors: true, useDefaults: options.useDefaults, strict: true, strictTypes: false, formats: { int32: true, int64: true, "date-time": true } });
   ajv.addKeyword({
     keyword: "x-kubernetes-validations",
     errors: true,
     compile(rules: CelRule[]) {
-      const compiled = rules.map((rule) => ({ ...rule, evaluate: parseCel(rule.rule) }));
+      const compiled = rules.map((rule) => ({ ...rule, evaluate: cel.parse(rule.rule) }));
       const validate = (self: unknown, context?: { instancePath: string }): boolean => {
         const errors: Partial<ErrorObject>[] = [];
         for (const rule of compiled) {
@@ -99,6 +114,8 @@ export function kubernetesAjv(options: { useDefaults: boolean }): Ajv {
     },
   });
   ajv.addKeyword({ keyword: "x-kubernetes-list-type" });
+  // Its anyOf of integer and string is what ajv checks.
+  ajv.addKeyword({ keyword: "x-kubernetes-int-or-string" });
   ajv.addKeyword({ keyword: "x-kubernetes-preserve-unknown-fields" });
   return ajv;
 }

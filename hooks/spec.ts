@@ -9,10 +9,20 @@ export interface Destination {
   namespace: string;
 }
 
+/** cpu and memory, each a quantity ("500m", 1, "64Mi"). */
+export type ResourceList = Partial<Record<"cpu" | "memory", string | number>>;
+
+/** The proxy container's resources, as in a Pod. */
+export interface ResourceRequirements {
+  requests?: ResourceList;
+  limits?: ResourceList;
+}
+
 export interface EtcdStorageSpec {
   caCertConfigMap: Destination[];
   clientCertSecret: Destination[];
   replicas: number;
+  resources: ResourceRequirements;
   deletionPolicy: "Delete" | "Retain";
   /** Validities in milliseconds. */
   signingCertificateValidity: number;
@@ -49,6 +59,7 @@ function computeSpec(name: string, specInput: unknown, config: Pick<Config, "pro
     caCertConfigMap: raw.caCertConfigMap.map(({ name, namespace }) => ({ name, namespace })),
     clientCertSecret: raw.clientCertSecret.map(({ name, namespace }) => ({ name, namespace })),
     replicas: raw.replicas,
+    resources: knownResources(raw.resources),
     deletionPolicy: raw.deletionPolicy,
     signingCertificateValidity: parseDuration(raw.signingCertificateValidity)!,
     servingCertificateValidity: parseDuration(raw.servingCertificateValidity)!,
@@ -60,4 +71,18 @@ function computeSpec(name: string, specInput: unknown, config: Pick<Config, "pro
   );
   if (intoProxyNamespace.length > 0) return { valid: false, problems: intoProxyNamespace, nameValid: true };
   return { valid: true, spec };
+}
+
+/** Only the fields the schema declares, as the API server would have pruned the rest. */
+function knownResources(resources: ResourceRequirements): ResourceRequirements {
+  const known = (list: ResourceList | undefined): ResourceList | undefined =>
+    list && Object.fromEntries((["cpu", "memory"] as const).filter((name) => list[name] !== undefined).map((name) => [name, list[name]!]));
+  const requests = known(resources.requests);
+  const limits = known(resources.limits);
+  return { ...(requests ? { requests } : {}), ...(limits ? { limits } : {}) };
+}
+
+/** Every namespace the spec delivers into, each once, sorted. */
+export function destinationNamespaces(spec: Pick<EtcdStorageSpec, "caCertConfigMap" | "clientCertSecret">): string[] {
+  return [...new Set([...spec.caCertConfigMap, ...spec.clientCertSecret].map((d) => d.namespace))].sort();
 }

@@ -6,6 +6,7 @@ import { buildPodDisruptionBudget } from "./children/pod-disruption-budget.ts";
 import { buildService } from "./children/service.ts";
 import type { Config } from "./config.ts";
 import { checkCoreCredentials } from "./core-credentials.ts";
+import { checkDestinations } from "./destinations.ts";
 import { echoChildren } from "./echo.ts";
 import { tenantAddresses, tenantNames } from "./names.ts";
 import { findObject, type HookRequest, type HookResponse } from "./observed.ts";
@@ -60,7 +61,8 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
   const spec = read.spec;
 
   const core = checkCoreCredentials(request.related, config, now);
-  const pki = await planCertificates(tenant, spec, config, request.children, now);
+  const destinations = checkDestinations(spec, request.related);
+  const pki = await planCertificates(tenant, { ...spec, ...destinations.deliverable }, config, request.children, now);
 
   const coreCondition: ConditionInput = core.ready
     ? { type: "CoreCredentialsReady", status: "True", reason: "CoreCredentialsValid", message: core.message }
@@ -74,7 +76,7 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
           reason: pki.rotating.length > 0 ? "CARotationInProgress" : "CertificatesValid",
           message: pki.rotating.length > 0 ? `successor CA published for ${pki.rotating.join(", ")}; leaves move after the overlap` : `${pki.certificates.length} certificates valid`,
         };
-  const parts = [proxy, certificatesCondition, coreCondition];
+  const parts = [proxy, certificatesCondition, coreCondition, destinations.condition];
   const addresses = tenantAddresses(tenant, config);
   const conditions = withTransitionTimes(
     [ready(parts, `etcd is served at ${addresses.endpoint} under ${addresses.prefix}`), ...parts],

@@ -76,7 +76,7 @@ export function buildDeployment(tenant: string, spec: EtcdStorageSpec, config: C
               // /livez asks only whether the process serves: it must not fail while etcd is briefly
               // down, or every gateway of every tenant restarts at once.
               livenessProbe: { httpGet: { path: "/livez", port: "health" }, initialDelaySeconds: 10, periodSeconds: 20, timeoutSeconds: 5, failureThreshold: 3 },
-              resources: { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } },
+              resources: spec.resources,
               securityContext: restrictedContainerSecurity,
               volumeMounts: [
                 ...coreCredentialMounts(),

@@ -78,10 +78,24 @@ describe("hook server contract", () => {
     assert.equal((response.status as any).prefix, "/etcdstorage/sample-apiserver/");
     assert.equal((response.status as any).endpoint, "https://etcd-sample-apiserver.kube-apiserver-storage.svc:2379");
     const conditions = (response.status as any).conditions as { type: string; status: string }[];
-    assert.deepEqual(conditions.map((c) => [c.type, c.status]), [["Ready", "False"], ["ProxyAvailable", "False"], ["CertificatesReady", "True"], ["CoreCredentialsReady", "True"]]);
+    assert.deepEqual(conditions.map((c) => [c.type, c.status]), [["Ready", "False"], ["ProxyAvailable", "False"], ["CertificatesReady", "True"], ["CoreCredentialsReady", "True"], ["DestinationsReady", "True"]]);
 
     const again = (await post("/sync", nextRequest(request, response))).json() as HookResponse;
     assert.deepEqual(again.children, response.children, "feeding the answer back changes no child");
+  });
+
+  test("spec.resources reaches the proxy container as written; omitted, the documented default", async () => {
+    const proxyResources = async (resources?: unknown) => {
+      const request = fixture("sync-request.json");
+      if (resources !== undefined) request.parent.spec.resources = resources;
+      const response = (await post("/sync", request)).json() as HookResponse;
+      assertValidChildren(response.children);
+      const deployment = response.children.find((c) => c.kind === "Deployment")!;
+      return (deployment.spec as any).template.spec.containers.find((c: { name: string }) => c.name === "gateway").resources;
+    };
+    assert.deepEqual(await proxyResources(), { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } });
+    const custom = { requests: { cpu: "250m", memory: "256Mi" }, limits: { cpu: 1, memory: "1Gi" } };
+    assert.deepEqual(await proxyResources(custom), custom);
   });
 
   test("Secrets carry base64 data only; private keys never in a ConfigMap; CA keys never leave the proxy namespace", async () => {
@@ -113,15 +127,29 @@ describe("hook server contract", () => {
     assert.equal((get("sample-system", "etcd-serving-ca").data as Record<string, string>)["ca.crt"], unb64(servingCa["ca.crt"]));
   });
 
-  test("POST /customize asks for the core CA ConfigMap and client Secret", async () => {
+  test("POST /customize asks for the core CA ConfigMap and client Secret, and the destinations' Namespaces by name", async () => {
     const reply = await post("/customize", fixture("customize-request.json"));
     assert.equal(reply.statusCode, 200);
     assert.deepEqual(reply.json(), {
       relatedResources: [
         { apiVersion: "v1", resource: "configmaps", namespace: "kube-apiserver-storage", names: ["etcd-coreserving-ca"] },
         { apiVersion: "v1", resource: "secrets", namespace: "kube-apiserver-storage", names: ["etcd-coreserving-cert"] },
+        // Cluster-scoped: no namespace field (Metacontroller's RelatedResourceRule omits it when empty).
+        { apiVersion: "v1", resource: "namespaces", names: ["sample-system"] },
       ],
     });
+  });
+
+  test("POST /customize: each destination namespace once; no Namespace rule without destinations or with an invalid spec (a rule without names would select every Namespace)", async () => {
+    const customizeWith = async (spec: unknown) => {
+      const request = fixture("customize-request.json");
+      request.parent.spec = spec;
+      return ((await post("/customize", request)).json() as { relatedResources: { resource: string; names: string[] }[] }).relatedResources.filter((r) => r.resource === "namespaces");
+    };
+    const spec = { caCertConfigMap: [{ name: "ca", namespace: "b" }, { name: "ca", namespace: "a" }], clientCertSecret: [{ name: "client", namespace: "b" }] };
+    assert.deepEqual(await customizeWith(spec), [{ apiVersion: "v1", resource: "namespaces", names: ["a", "b"] }]);
+    assert.deepEqual(await customizeWith({}), []);
+    assert.deepEqual(await customizeWith({ ...spec, replicas: 0 }), []);
   });
 
   test("POST /finalize answers the hook format", async () => {
@@ -147,7 +175,10 @@ describe("hook server contract", () => {
   });
 
   const badRequests: [string, string, string | object, number, RegExp][] = [
-    ["malformed JSON", "/sync", "{not json", 400, /"code":"FST_ERR_CTP_INVALID_JSON|Body is not valid JSON|Unexpected/],
+    ["malformed JSON", "/sync", "{not json", 400, /^\{"code":"BadRequest","message":"request body is not valid JSON at line 1, column 2: expected a property name in double quotes or '\}'"\}$/],
+    ["JSON broken on a later line", "/finalize", '{\n  "parent": {},\n  "children": {"Secret.v1": {"ns/x": {"data": {"tls.key": "c2VjcmV0"} "x"}}}\n}', 400, /not valid JSON at line 3, column 71: expected ',' or '\}'/],
+    ["an empty body", "/customize", "", 400, /"request body is empty: a hook request is a JSON object"/],
+    ["a __proto__ key", "/sync", '{"parent": {"__proto__": {"polluted": true}}, "children": {}}', 400, /"request body has a __proto__ or constructor\.prototype key, which is refused"/],
     ["no parent", "/sync", { children: {} }, 400, /body: is required|parent/],
     ["no children", "/sync", { parent: fixture("sync-request.json").parent }, 400, /children/],
     ["a parent of another kind", "/sync", { ...fixture("sync-request.json"), parent: { ...fixture("sync-request.json").parent, kind: "Pod" } }, 400, /parent\.kind/],
@@ -163,12 +194,52 @@ describe("hook server contract", () => {
     });
   }
 
-  test("an oversized body → 413", async () => {
+  test("a body cut short says where, and quotes none of it (it may carry Secret data)", async () => {
+    const secret = "c2VjcmV0LXZhbHVl";
+    const reply = await app.inject({ method: "POST", url: "/sync", payload: `{"parent": {"x": "${secret}"`, headers: { "content-type": "application/json" } });
+    assert.equal(reply.statusCode, 400);
+    assert.match(reply.json().message, /^request body is not valid JSON at line 1, column 36: the body ends early: expected ',' or '\}'$/);
+    const broken = await app.inject({ method: "POST", url: "/sync", payload: `{"a": "${secret}\u0001"}`, headers: { "content-type": "application/json" } });
+    assert.match(broken.json().message, /column 24: a control character .* must be escaped/);
+    assert.ok(!reply.body.includes(secret) && !broken.body.includes(secret));
+  });
+
+  test("an oversized body → 413 naming the limit and BODY_LIMIT_BYTES", async () => {
     const small = buildApp(testConfig({ BODY_LIMIT_BYTES: "65536" }));
     const reply = await small.inject({ method: "POST", url: "/sync", payload: { ...fixture("sync-request.json"), padding: "x".repeat(70_000) } });
     assert.equal(reply.statusCode, 413);
-    assert.equal(reply.json().code, "FST_ERR_CTP_BODY_TOO_LARGE");
+    assert.deepEqual(reply.json(), {
+      code: "RequestEntityTooLarge",
+      message: "request body is larger than the hook server's limit, BODY_LIMIT_BYTES=65536 (64 KiB); raise BODY_LIMIT_BYTES: every request carries all of a tenant's observed Secrets",
+    });
     await small.close();
+  });
+
+  // Metacontroller always sends application/json; every hook refuses anything else the same way,
+  // before reading the body, and a wrong method or route stays a 405 or 404 whatever the type.
+  const mediaTypes: [string, Record<string, string>, string | undefined, number, RegExp][] = [
+    ["no content type", {}, JSON.stringify(fixture("sync-request.json")), 415, /^the hooks take a JSON body with content-type: application\/json; this request has no content-type$/],
+    ["no content type and no body", {}, undefined, 415, /this request has no content-type$/],
+    ["text/plain", { "content-type": "text/plain" }, "{}", 415, /this request has content-type: text\/plain$/],
+    ["form data, as curl -d sends by default", { "content-type": "application/x-www-form-urlencoded" }, "a=b", 415, /content-type: application\/x-www-form-urlencoded$/],
+    ["application/json with a charset, in any case", { "content-type": "Application/JSON; charset=utf-8" }, JSON.stringify(fixture("sync-request.json")), 200, /"children"/],
+  ];
+  for (const [what, headers, payload, status, message] of mediaTypes) {
+    test(`content type: ${what} → ${status} on every hook`, async () => {
+      for (const url of ["/sync", "/finalize", "/customize"]) {
+        const reply = await app.inject({ method: "POST", url, headers, ...(payload === undefined ? {} : { payload }) });
+        assert.equal(reply.statusCode, status, `${url}: ${reply.body}`);
+        if (status === 415) assert.equal(reply.json().code, "UnsupportedMediaType");
+        assert.match(status === 415 ? reply.json().message : reply.body, url === "/customize" && status === 200 ? /relatedResources/ : message);
+      }
+    });
+  }
+
+  test("a wrong method or route keeps its 405 or 404 whatever the content type", async () => {
+    const put = await app.inject({ method: "PUT", url: "/sync", payload: "x", headers: { "content-type": "text/plain" } });
+    assert.equal(put.statusCode, 405);
+    const missing = await app.inject({ method: "POST", url: "/nope", payload: "x", headers: { "content-type": "text/plain" } });
+    assert.equal(missing.statusCode, 404);
   });
 
   test("wrong method → 405 with Allow; unknown route → 404", async () => {

@@ -1,16 +1,29 @@
-// The process around the hooks: refuses dangerous configuration, and stops gracefully.
+// The process around the hooks: refuses dangerous configuration, says what it runs with, and
+// stops gracefully.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { request as httpRequest } from "node:http";
+import { createServer } from "node:net";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { after, describe, test } from "node:test";
+import { DEFAULTS, VARIABLES } from "../../hooks/config.ts";
 import { freePort, waitFor } from "../e2e/harness.ts";
 
 const SERVER = fileURLToPath(new URL("../../hooks/server.ts", import.meta.url));
 const start = (env: Record<string, string>) => spawn(process.execPath, ["--import", "tsx", SERVER], { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "pipe"] });
 const run = (env: Record<string, string>) => spawnSync(process.execPath, ["--import", "tsx", SERVER], { env: { PATH: process.env.PATH, ...env }, encoding: "utf8", timeout: 20_000 });
+
+const ENDPOINTS = { CORE_ETCD_ENDPOINTS: "https://10.0.0.1:2379" };
+
+/** A refusal is exit code 2 and exactly one line, which names the variable. */
+function assertRefused(result: ReturnType<typeof run>, message: RegExp): void {
+  assert.equal(result.status, 2, result.stderr);
+  const lines = result.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, `one line, not:\n${result.stderr}`);
+  assert.match(lines[0]!, message);
+}
 
 describe("configuration", () => {
   const cases: [string, Record<string, string>, RegExp][] = [
@@ -19,14 +32,27 @@ describe("configuration", () => {
     ["a root touching /registry/", { CORE_ETCD_ENDPOINTS: "https://10.0.0.1:2379", TENANT_PREFIX_ROOT: "/registry/t/" }, /TENANT_PREFIX_ROOT: .*overlaps/],
     ["a non-https endpoint", { CORE_ETCD_ENDPOINTS: "http://10.0.0.1:2379" }, /CORE_ETCD_ENDPOINTS: .*https/],
     ["an image without a tag", { CORE_ETCD_ENDPOINTS: "https://10.0.0.1:2379", ETCD_IMAGE: "registry.k8s.io/etcd" }, /ETCD_IMAGE: /],
+    ["a host that is not a name", { ...ENDPOINTS, HOST: "not a host" }, /^invalid configuration: HOST: "not a host" is neither an IP address nor a host name$/],
+    // Found only when listening: the name is well formed but resolves to nothing.
+    ["an unresolvable host", { ...ENDPOINTS, HOST: "not-a-host.invalid" }, /^invalid configuration: HOST: "not-a-host\.invalid" does not resolve to an address/],
+    ["an address of another machine", { ...ENDPOINTS, HOST: "192.0.2.1" }, /^invalid configuration: HOST: "192\.0\.2\.1" is not an address of this machine/],
   ];
   for (const [what, env, message] of cases) {
-    test(`${what}: the server exits non-zero naming the variable`, () => {
-      const result = run(env);
-      assert.equal(result.status, 2, result.stderr);
-      assert.match(result.stderr, message);
+    test(`${what}: the server exits 2 with one line naming the variable`, () => {
+      assertRefused(run(env), message);
     });
   }
+
+  test("a port in use: the server exits 2 with one line naming PORT", async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      assertRefused(run({ ...ENDPOINTS, HOST: "127.0.0.1", PORT: String(port) }), new RegExp(`^invalid configuration: PORT: ${port} is already in use on 127\\.0\\.0\\.1`));
+    } finally {
+      holder.close();
+    }
+  });
 });
 
 describe("a running server", () => {
@@ -43,6 +69,20 @@ describe("a running server", () => {
     await waitFor("server listening", async () => output.includes("Server listening"), 20_000, () => output);
     return { server, port, output: () => output };
   };
+
+  test("the first line is the effective configuration: every setting, by variable, as JSON", async () => {
+    const { port, output } = await serve();
+    const first = JSON.parse(output().split("\n")[0]!);
+    assert.equal(first.msg, "effective configuration");
+    assert.deepEqual(Object.keys(first.configuration).sort(), Object.values(VARIABLES).sort());
+    assert.deepEqual(first.configuration, {
+      ...Object.fromEntries(Object.entries(DEFAULTS)),
+      CORE_ETCD_ENDPOINTS: ["https://10.0.0.1:2379"],
+      PORT: port,
+      HOST: "127.0.0.1",
+      BODY_LIMIT_BYTES: Number(DEFAULTS.BODY_LIMIT_BYTES),
+    });
+  });
 
   test("SIGTERM: the in-flight request is answered, then the process exits 0", async () => {
     const { server, port, output } = await serve();

@@ -7,9 +7,10 @@ import fc from "fast-check";
 import type { FastifyInstance } from "fastify";
 import { buildApp } from "../../hooks/app.ts";
 import type { HookRequest, HookResponse, KubeObject } from "../../hooks/observed.ts";
-import { coreRelated, etcdStorage, makeCorePki, nextRequest, observe, syncRequest, testConfig } from "../support/requests.ts";
+import { coreRelated, etcdStorage, makeCorePki, namespacesRelated, nextRequest, observe, syncRequest, testConfig } from "../support/requests.ts";
 
 const RUNS = { requests: 3000, states: 600 };
+const NAMESPACES = "Namespace.v1";
 // A fixed seed keeps CI reproducible; FC_SEED=<n> explores other cases (a failure prints its seed).
 const seed = Number(process.env.FC_SEED ?? 20261122);
 const config = testConfig();
@@ -27,7 +28,7 @@ const tally = { requests: 0, states: 0, rejected: 0, status5xx: 0, thrown: 0, ch
 before(async () => {
   app = buildApp(config, { now: () => new Date("2027-03-01T00:00:00Z") });
   await app.ready();
-  const first = syncRequest(etcdStorage("t", SPEC), coreRelated(config, await makeCorePki(new Date("2027-01-01T00:00:00Z"), 5)));
+  const first = syncRequest(etcdStorage("t", SPEC), { ...coreRelated(config, await makeCorePki(new Date("2027-01-01T00:00:00Z"), 5)), ...namespacesRelated(["a", "b"]) });
   const answer = (await app.inject({ method: "POST", url: "/sync", payload: first })).json() as HookResponse;
   steady = nextRequest(first, answer);
 });
@@ -70,7 +71,7 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
     if (secret?.data && typeof secret.data === "object") secret.data[key] = asBase64 && typeof value === "string" ? Buffer.from(value).toString("base64") : value;
   }, { toString: () => `Secret #${i} ${key} = ${JSON.stringify(value)}${asBase64 ? " (base64)" : ""}` })),
   // a spec field becomes anything (an object edited by hand, the CRD bypassed)
-  fc.tuple(fc.constantFrom("caCertConfigMap", "clientCertSecret", "signingCertificateValidity", "servingCertificateValidity", "clientCertificateValidity", "replicas", "deletionPolicy", "extra"), junk).map(
+  fc.tuple(fc.constantFrom("caCertConfigMap", "clientCertSecret", "signingCertificateValidity", "servingCertificateValidity", "clientCertificateValidity", "replicas", "resources", "deletionPolicy", "extra"), junk).map(
     ([field, value]) => Object.assign((r: HookRequest) => {
       (r.parent.spec as Record<string, unknown>)[field] = value;
     }, { toString: () => `spec.${field} = ${JSON.stringify(value)}` }),
@@ -90,6 +91,13 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
     if (drop) delete r.related![type];
     else for (const object of Object.values(r.related![type] ?? {})) (object as Record<string, unknown>).data = { "ca.crt": "junk", "tls.crt": "anVuaw==" };
   }, { toString: () => `related ${type} ${drop ? "missing" : "damaged"}` })),
+  // a destination namespace is deleted, is being deleted, or no Namespaces are sent at all
+  fc.constantFrom("a", "b", "all").chain((name) => fc.constantFrom("missing", "deleting").map((what) => Object.assign((r: HookRequest) => {
+    const namespaces = r.related![NAMESPACES];
+    if (name === "all") delete r.related![NAMESPACES];
+    else if (namespaces?.[name] && what === "missing") delete namespaces[name];
+    else if (namespaces?.[name]) namespaces[name]!.metadata.deletionTimestamp = "2027-02-01T00:00:00Z";
+  }, { toString: () => `Namespace ${name} ${name === "all" ? "not sent" : what}` }))),
 );
 
 describe("property: hostile input never costs a tenant its data", () => {
@@ -123,6 +131,14 @@ describe("property: hostile input never costs a tenant its data", () => {
         for (const key of CA_SECRETS) {
           if (request.children["Secret.v1"]?.[key] && !answered.has(key)) tally.childrenLost++;
           assert.ok(!request.children["Secret.v1"]?.[key] || answered.has(key), `CA Secret ${key} dropped`);
+        }
+        // Nothing is ever sent into a namespace Metacontroller says is missing or being deleted.
+        const namespaces = request.related?.[NAMESPACES];
+        if (namespaces && !(answer.status.conditions as { reason: string }[]).some((c) => c.reason === "InvalidSpec")) {
+          for (const child of answer.children.filter((c) => c.metadata.namespace !== ns)) {
+            const namespace = namespaces[child.metadata.namespace!];
+            assert.ok(namespace && !namespace.metadata.deletionTimestamp, `${child.kind} sent into ${child.metadata.namespace}, which is missing or being deleted`);
+          }
         }
         const again = (await post("/sync", nextRequest(request, answer))).json() as HookResponse;
         assert.deepEqual(again.children, answer.children, "not a fixed point");

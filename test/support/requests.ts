@@ -1,7 +1,7 @@
 // Building hook requests the way Metacontroller would: observed children keyed by type and
 // namespace/name, related core credentials, and the parent's status from the previous answer.
 import { loadConfig, type Config } from "../../hooks/config.ts";
-import { CHILD_TYPES, type EtcdStorageObject, type HookRequest, type HookResponse, type KubeObject, type ObjectsByType } from "../../hooks/observed.ts";
+import { CHILD_TYPES, NAMESPACE_TYPE, type EtcdStorageObject, type HookRequest, type HookResponse, type KubeObject, type ObjectsByType } from "../../hooks/observed.ts";
 import { issueCa, issueLeaf, type KeyPairPem } from "../../hooks/pki/issue.ts";
 
 export function testConfig(env: Record<string, string> = {}): Config {
@@ -74,6 +74,18 @@ export function coreRelated(config: Config, pki: Pick<CorePki, "ca" | "client">)
         data: { "tls.crt": b64(pki.client.certPem), "tls.key": b64(pki.client.keyPem) },
       },
     },
+  };
+}
+
+/** Related Namespaces as Metacontroller sends them: cluster-scoped objects, keyed by name alone. */
+export function namespacesRelated(names: readonly string[]): ObjectsByType {
+  return {
+    [NAMESPACE_TYPE.key]: Object.fromEntries(
+      names.map((name) => [
+        name,
+        { apiVersion: "v1", kind: "Namespace", metadata: { name, uid: `uid-ns-${name}`, labels: { "kubernetes.io/metadata.name": name } }, spec: { finalizers: ["kubernetes"] }, status: { phase: "Active" } },
+      ]),
+    ),
   };
 }
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ConfigError, loadConfig } from "../../hooks/config.ts";
+import { ConfigError, effectiveConfiguration, listenRefusal, loadConfig, VARIABLES } from "../../hooks/config.ts";
 
 const base = { CORE_ETCD_ENDPOINTS: "https://10.0.0.1:2379,https://10.0.0.2:2379" };
 
@@ -17,7 +17,7 @@ test("defaults fill every optional setting", () => {
     clusterDomain: "cluster.local",
     logLevel: "info",
     bodyLimitBytes: 8 * 1024 * 1024,
-    gatewayImage: "ghcr.io/etcdproxy/etcdstorage-hooks:0.1.0",
+    gatewayImage: "etcdstorage:0.1.0",
   });
 });
 
@@ -34,6 +34,8 @@ const refused: [string, Record<string, string>, RegExp][] = [
   ["an old etcd 3.6", { ETCD_IMAGE: "registry.k8s.io/etcd:3.6.4-0" }, /^ETCD_IMAGE: /],
   ["etcd 3.4", { ETCD_IMAGE: "registry.k8s.io/etcd:3.4.23-0" }, /^ETCD_IMAGE: /],
   ["a bad port", { PORT: "http" }, /^PORT: /],
+  ["a host with a space", { HOST: "not a host" }, /^HOST: "not a host" is neither an IP address nor a host name/],
+  ["a host with a scheme", { HOST: "http://0.0.0.0" }, /^HOST: /],
   ["a bad namespace", { PROXY_NAMESPACE: "Kube_System" }, /^PROXY_NAMESPACE: /],
   ["a bad log level", { LOG_LEVEL: "loud" }, /^LOG_LEVEL: /],
   ["a tiny body limit", { BODY_LIMIT_BYTES: "10" }, /^BODY_LIMIT_BYTES: /],
@@ -59,4 +61,42 @@ test("accepts gateway images with a tag, a digest, or both, from any registry", 
   for (const image of ["etcdstorage:0.2.0", "registry.example/platform/etcdstorage:0.2.0-rc.1", `mirror.example:5000/etcdproxy/etcdstorage-hooks:0.1.0@sha256:${"b".repeat(64)}`, `ghcr.io/etcdproxy/etcdstorage-hooks@sha256:${"c".repeat(64)}`]) {
     assert.equal(loadConfig({ ...base, GATEWAY_IMAGE: image }).gatewayImage, image);
   }
+});
+
+test("hosts: IPv4, IPv6 and host names in any case", () => {
+  for (const host of ["0.0.0.0", "::", "fd00::1", "localhost", "Hooks.Example.com"]) assert.equal(loadConfig({ ...base, HOST: host }).host, host);
+});
+
+// A value for each variable that differs from its default, and the field it must land in.
+const distinct: Record<keyof typeof VARIABLES, [string, unknown]> = {
+  port: ["9090", 9090],
+  host: ["127.0.0.1", "127.0.0.1"],
+  coreEtcdEndpoints: ["https://etcd.example:2379", ["https://etcd.example:2379"]],
+  proxyNamespace: ["proxies", "proxies"],
+  coreCaConfigMap: ["core-ca", "core-ca"],
+  coreClientSecret: ["core-client", "core-client"],
+  tenantPrefixRoot: ["/tenants/", "/tenants/"],
+  etcdImage: ["registry.k8s.io/etcd:3.6.15-0", "registry.k8s.io/etcd:3.6.15-0"],
+  clusterDomain: ["cluster.example", "cluster.example"],
+  logLevel: ["warn", "warn"],
+  bodyLimitBytes: ["65536", 65536],
+  gatewayImage: ["registry.example/etcdstorage:0.2.0", "registry.example/etcdstorage:0.2.0"],
+};
+
+test("each setting is read from the variable VARIABLES names, and reported under it", () => {
+  const env = Object.fromEntries(Object.entries(distinct).map(([field, [text]]) => [VARIABLES[field as keyof typeof VARIABLES], text]));
+  const config = loadConfig(env);
+  for (const [field, [, value]] of Object.entries(distinct)) assert.deepEqual(config[field as keyof typeof config], value, field);
+  assert.deepEqual(effectiveConfiguration(config), Object.fromEntries(Object.entries(distinct).map(([field, [, value]]) => [VARIABLES[field as keyof typeof VARIABLES], value])));
+});
+
+test("listening: each system refusal names the variable to change; other errors are not configuration's", () => {
+  const at = { host: "10.1.2.3", port: 80 };
+  const blamed = (code: string) => listenRefusal(Object.assign(new Error(code), { code }), at)?.message;
+  assert.match(blamed("EADDRINUSE")!, /^PORT: 80 is already in use on 10\.1\.2\.3/);
+  assert.match(blamed("EACCES")!, /^PORT: listening on 10\.1\.2\.3:80 is not permitted/);
+  for (const code of ["ENOTFOUND", "EAI_AGAIN", "EAI_FAIL", "EAI_NONAME"]) assert.match(blamed(code)!, /^HOST: "10\.1\.2\.3" does not resolve/, code);
+  assert.match(blamed("EADDRNOTAVAIL")!, /^HOST: "10\.1\.2\.3" is not an address of this machine/);
+  assert.equal(blamed("EMFILE"), undefined);
+  assert.equal(listenRefusal(undefined, at), undefined);
 });

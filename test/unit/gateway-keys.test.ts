@@ -40,7 +40,7 @@ describe("TenantKeyspace", () => {
   });
 
   test("prefixes are printable ASCII, start and end with '/', and are not '/'", () => {
-    for (const bad of ["/", "etcdstorage/a/", "/etcdstorage/a", "/etcd storage/a/", "/etcdstorage/\u00e9/"]) assert.throws(() => new TenantKeyspace(bad), undefined, bad);
+    for (const bad of ["/", "etcdstorage/a/", "/etcdstorage/a", "/etcd storage/a/", "/etcdstorage/\u00e9/"]) assert.throws(() => new TenantKeyspace(bad), Error, bad);
   });
 });
 

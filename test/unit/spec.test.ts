@@ -19,12 +19,27 @@ test("defaults come from the schema", () => {
       caCertConfigMap: [],
       clientCertSecret: [],
       replicas: 2,
+      resources: { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } },
       deletionPolicy: "Delete",
       signingCertificateValidity: 87600 * 3600_000,
       servingCertificateValidity: 8760 * 3600_000,
       clientCertificateValidity: 8760 * 3600_000,
     },
   });
+});
+
+test("resources: set, they replace the default whole, as in a Pod; requests may equal limits in any notation", () => {
+  const resources = (value: unknown) => {
+    const result = readSpec(parent({ resources: value }), config);
+    assert.ok(result.valid, result.valid ? "" : result.problems.join("; "));
+    return result.spec.resources;
+  };
+  assert.deepEqual(resources({ requests: { memory: "128Mi" } }), { requests: { memory: "128Mi" } });
+  assert.deepEqual(resources({ requests: { cpu: "0.5", memory: "1Gi" }, limits: { cpu: "500m", memory: "1024Mi" } }), { requests: { cpu: "0.5", memory: "1Gi" }, limits: { cpu: "500m", memory: "1024Mi" } });
+  assert.deepEqual(resources({ requests: { cpu: 1 }, limits: { cpu: "1000m" } }), { requests: { cpu: 1 }, limits: { cpu: "1000m" } });
+  assert.deepEqual(resources({}), {});
+  // A field the API server would prune never reaches the container.
+  assert.deepEqual(resources({ requests: { cpu: "1", "ephemeral-storage": "1Gi" }, claims: [{ name: "x" }] }), { requests: { cpu: "1" } });
 });
 
 test("the parent is never modified", () => {
@@ -34,10 +49,19 @@ test("the parent is never modified", () => {
 });
 
 const invalid: [string, unknown, RegExp][] = [
-  ["a malformed duration", { servingCertificateValidity: "1 year" }, /^spec\.servingCertificateValidity: must match pattern/],
-  ["a validity under 10m", { clientCertificateValidity: "5m" }, /^spec\.clientCertificateValidity: must be a duration between 10m/],
+  // What a duration looks like and its bounds, never the regular expression behind it.
+  ["a malformed duration", { servingCertificateValidity: "1 year" }, /^spec\.servingCertificateValidity: must be a duration such as 8760h \(a year\), 720h \(30 days\) or 30m: .* from 10m to 876000h \(100 years\) \(got "1 year"\)$/],
+  ["a duration in days", { signingCertificateValidity: "3650d" }, /^spec\.signingCertificateValidity: must be a duration such as 8760h .* \(got "3650d"\)$/],
+  ["a validity under 10m", { clientCertificateValidity: "5m" }, /^spec\.clientCertificateValidity: must be a duration such as .* from 10m to 876000h \(100 years\) \(got "5m"\)$/],
+  ["a validity over 100 years", { signingCertificateValidity: "876001h" }, /^spec\.signingCertificateValidity: must be a duration such as .* \(got "876001h"\)$/],
   ["a leaf longer than its CA", { signingCertificateValidity: "100h", servingCertificateValidity: "200h", clientCertificateValidity: "50h" }, /^spec\.servingCertificateValidity: servingCertificateValidity must not be longer than signingCertificateValidity/],
   ["zero replicas", { replicas: 0 }, /^spec\.replicas: must be >= 1 \(got 0\)/],
+  ["a memory request above its limit", { resources: { requests: { memory: "512Mi" }, limits: { memory: "256Mi" } } }, /^spec\.resources\.requests\.memory: must not be more than limits\.memory \(got "512Mi"\)$/],
+  ["a cpu request above its limit, in other notations", { resources: { requests: { cpu: 2 }, limits: { cpu: "1500m" } } }, /^spec\.resources\.requests\.cpu: must not be more than limits\.cpu \(got 2\)$/],
+  ["a cpu request a milli-core above its limit", { resources: { requests: { cpu: "0.501" }, limits: { cpu: "500m" } } }, /^spec\.resources\.requests\.cpu: must not be more than limits\.cpu/],
+  ["a quantity that is not one", { resources: { limits: { memory: "lots" } } }, /^spec\.resources\.limits\.memory: must be a quantity such as 500m, "0\.5", 64Mi or 1Gi: .* \(got "lots"\)$/],
+  ["a quantity in exponent form", { resources: { limits: { memory: "1e9" } } }, /^spec\.resources\.limits\.memory: must be a quantity such as/],
+  ["a negative quantity", { resources: { requests: { cpu: -1 } } }, /^spec\.resources\.requests\.cpu: must be a quantity such as .* \(got -1\)$/],
   ["negative replicas", { replicas: -2 }, /^spec\.replicas: must be >= 1/],
   ["a destination without namespace", { clientCertSecret: [{ name: "x" }] }, /^spec\.clientCertSecret\[0\]\.namespace: is required/],
   ["a bad destination name", { caCertConfigMap: [{ name: "Bad_Name", namespace: "ns" }] }, /^spec\.caCertConfigMap\[0\]\.name: must match pattern/],
