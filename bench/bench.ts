@@ -35,7 +35,7 @@ interface Server {
 }
 
 async function startServer(kind: "app" | "uncached" | "bare"): Promise<Server> {
-  const child = fork(new URL("./server.ts", import.meta.url), [kind], { execArgv: ["--import", "tsx", "--expose-gc"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const child = fork(new URL("./server.ts", import.meta.url), [kind], { execArgv: ["--expose-gc"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const { port } = await nextMessage<{ port: number }>(child);
   return { port, process: child };
 }

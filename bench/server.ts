@@ -1,5 +1,5 @@
 // One server under load, in its own process so that the load generator does not share its CPU
-// and its RSS is the server's alone. `tsx bench/server.ts app|uncached|bare`; talks to bench.ts over IPC.
+// and its RSS is the server's alone. `node bench/server.ts app|uncached|bare`; talks to bench.ts over IPC.
 import Fastify, { LogController, type FastifyInstance } from "fastify";
 import { buildApp } from "../hooks/app.ts";
 import { testConfig } from "../test/support/requests.ts";

@@ -167,12 +167,12 @@ const STATUS_CODES: Record<number, string> = { 400: "BadRequest", 404: "NotFound
 
 /** A request refused before any hook ran, with the reason as `code`. */
 class RequestError extends Error {
-  constructor(
-    readonly statusCode: number,
-    readonly code: string,
-    message: string,
-  ) {
+  readonly statusCode: number;
+  readonly code: string;
+  constructor(statusCode: number, code: string, message: string) {
     super(message);
+    this.statusCode = statusCode;
+    this.code = code;
   }
 }
 

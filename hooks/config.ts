@@ -52,12 +52,11 @@ export const VARIABLES = {
 } as const satisfies Record<keyof Config, string>;
 
 export class ConfigError extends Error {
-  constructor(
-    readonly variable: string,
-    problem: string,
-  ) {
+  readonly variable: string;
+  constructor(variable: string, problem: string) {
     super(`${variable}: ${problem}`);
     this.name = "ConfigError";
+    this.variable = variable;
   }
 }
 

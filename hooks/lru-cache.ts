@@ -8,10 +8,12 @@
 export class LruCache<V> {
   readonly #entries = new Map<string, V>();
   #chars = 0;
-  constructor(
-    readonly limit: number,
-    readonly maxChars: number,
-  ) {}
+  readonly limit: number;
+  readonly maxChars: number;
+  constructor(limit: number, maxChars: number) {
+    this.limit = limit;
+    this.maxChars = maxChars;
+  }
 
   get size(): number {
     return this.#entries.size;

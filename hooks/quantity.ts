@@ -10,10 +10,12 @@ const BINARY_EXPONENT: Record<string, number> = { Ki: 10, Mi: 20, Gi: 30, Ti: 40
 
 /** A quantity as numerator / denominator. */
 export class Quantity {
-  constructor(
-    readonly numerator: bigint,
-    readonly denominator: bigint,
-  ) {}
+  readonly numerator: bigint;
+  readonly denominator: bigint;
+  constructor(numerator: bigint, denominator: bigint) {
+    this.numerator = numerator;
+    this.denominator = denominator;
+  }
 
   /** -1, 0 or 1, as Kubernetes' CEL quantity library's compareTo. */
   compareTo(other: Quantity): -1 | 0 | 1 {

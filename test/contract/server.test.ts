@@ -12,8 +12,8 @@ import { DEFAULTS, VARIABLES } from "../../hooks/config.ts";
 import { freePort, waitFor } from "../e2e/harness.ts";
 
 const SERVER = fileURLToPath(new URL("../../hooks/server.ts", import.meta.url));
-const start = (env: Record<string, string>) => spawn(process.execPath, ["--import", "tsx", SERVER], { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-const run = (env: Record<string, string>) => spawnSync(process.execPath, ["--import", "tsx", SERVER], { env: { PATH: process.env.PATH, ...env }, encoding: "utf8", timeout: 20_000 });
+const start = (env: Record<string, string>) => spawn(process.execPath, [SERVER], { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+const run = (env: Record<string, string>) => spawnSync(process.execPath, [SERVER], { env: { PATH: process.env.PATH, ...env }, encoding: "utf8", timeout: 20_000 });
 
 const ENDPOINTS = { CORE_ETCD_ENDPOINTS: "https://10.0.0.1:2379" };
 
