@@ -16,6 +16,9 @@ export interface GatewayConfig {
   coreCertFile: string;
   coreKeyFile: string;
   logLevel: string;
+  /** Absent when the flags are not given: no quota (the proxy Deployments always give them). */
+  quota?: { storageBytes: number; writeBytesPerSecond: number; requestsPerSecond: number };
+  replicas: number;
 }
 
 export interface Address {
@@ -44,6 +47,10 @@ const FLAGS = {
   "--cert": { required: true, help: "the client certificate for core etcd" },
   "--key": { required: true, help: "its private key" },
   "--log-level": { default: "info", help: "fatal, error, warn, info, debug or trace" },
+  "--quota-storage-bytes": { help: "live bytes of keys and values the tenant may store (spec.quota.storage)" },
+  "--quota-write-bytes-per-second": { help: "bytes of keys and values the tenant may write per second (spec.quota.writeBytesPerSecond)" },
+  "--quota-requests-per-second": { help: "calls and stream messages per second (spec.quota.requestsPerSecond)" },
+  "--replicas": { default: "1", help: "the tenant's gateway replicas, which share its rates and headroom" },
 } as const satisfies Record<string, { required?: true; default?: string; help: string }>;
 
 type Flag = keyof typeof FLAGS;
@@ -65,6 +72,18 @@ export function parseFlags(argv: readonly string[]): GatewayConfig {
     if (value === undefined || value === "") throw new ConfigError(flag, `is required: ${spec.help}`);
     return value;
   };
+  const count = (flag: Flag, min: number): number => {
+    const text = read(flag);
+    const value = Number(text);
+    if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min) throw new ConfigError(flag, `"${text}" must be a whole number of at least ${min}: ${FLAGS[flag].help}`);
+    return value;
+  };
+  const quotaFlags = ["--quota-storage-bytes", "--quota-write-bytes-per-second", "--quota-requests-per-second"] as const;
+  const given = quotaFlags.filter((flag) => values.has(flag));
+  if (given.length > 0 && given.length < quotaFlags.length) {
+    const missing = quotaFlags.find((flag) => !values.has(flag))!;
+    throw new ConfigError(missing, `is required with ${given.join(", ")}: ${FLAGS[missing].help}`);
+  }
   const tenant = read("--tenant");
   if (!DNS_LABEL.test(tenant)) throw new ConfigError("--tenant", `"${tenant}" is not a DNS label (lowercase letters, digits, '-')`);
   const prefix = read("--prefix");
@@ -86,6 +105,10 @@ export function parseFlags(argv: readonly string[]): GatewayConfig {
     coreCertFile: read("--cert"),
     coreKeyFile: read("--key"),
     logLevel,
+    ...(given.length > 0
+      ? { quota: { storageBytes: count("--quota-storage-bytes", 1), writeBytesPerSecond: count("--quota-write-bytes-per-second", 1), requestsPerSecond: count("--quota-requests-per-second", 1) } }
+      : {}),
+    replicas: count("--replicas", 1),
   };
 }
 

@@ -25,6 +25,8 @@ function readinessRequest(ctx: CallContext): Buffer {
 export interface HealthState {
   /** False once the gateway is shutting down: readiness fails first, so the Service stops sending. */
   serving: boolean;
+  /** Not ready until the tenant's usage is counted: until then no write could be admitted. */
+  usage: { counting: boolean };
 }
 
 export function startHealthServer(host: string, port: number, ctx: CallContext, core: CoreConnection, metrics: GatewayMetrics, state: HealthState, log: Logger): Promise<http.Server> {
@@ -41,6 +43,7 @@ export function startHealthServer(host: string, port: number, ctx: CallContext, 
           return reply(200, "ok\n");
         case "/readyz": {
           if (!state.serving) return reply(503, "shutting down\n");
+          if (state.usage.counting) return reply(503, "counting the tenant's usage\n");
           const answer = await core.call("/etcdserverpb.KV/Range", { "grpc-timeout": READINESS_TIMEOUT }, probe, 4096);
           return answer.code === Status.OK ? reply(200, "ok\n") : reply(503, `core etcd: ${answer.message || `gRPC status ${answer.code}`}\n`);
         }

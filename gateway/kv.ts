@@ -8,6 +8,7 @@ import { KEYED_REQUESTS, type EmptyRangeEnd } from "./keys.ts";
 import { checkKeySize, checkTxnDepth } from "./limits.ts";
 import { copyKnownFields, writeStrippedKeyValue, type KnownFields } from "./messages.ts";
 import type { CallContext, UnaryMethod } from "./proxy.ts";
+import type { Writes } from "./quota.ts";
 import { LENGTH_DELIMITED, Reader, VARINT, type Writer } from "./wire.ts";
 
 const EMPTY_KEY = () => new GrpcError(Status.INVALID_ARGUMENT, "etcdserver: key is not provided");
@@ -21,6 +22,8 @@ interface KeyedMessage {
   emptyRangeEnd?: EmptyRangeEnd;
   /** A lease ID to confine (PutRequest.lease). */
   leaseField?: number;
+  /** A put: its value and ignore_value fields, for the quota. */
+  put?: { valueField: number; ignoreValueField: number };
   copied: KnownFields;
 }
 
@@ -34,18 +37,20 @@ const RANGE: KeyedMessage = {
   // limit, revision, sort_order, sort_target, serializable, keys_only, count_only, min/max mod and create revisions
   copied: { 3: V, 4: V, 5: V, 6: V, 7: V, 8: V, 9: V, 10: V, 11: V, 12: V, 13: V },
 };
-// value, prev_kv, ignore_value, ignore_lease
-const PUT: KeyedMessage = { name: "PutRequest", keyField: 1, leaseField: 3, copied: { 2: L, 4: V, 5: V, 6: V } };
+// value, prev_kv, ignore_lease (ignore_value, 5, is copied where it is read)
+const PUT: KeyedMessage = { name: "PutRequest", keyField: 1, leaseField: 3, put: { valueField: 2, ignoreValueField: 5 }, copied: { 2: L, 4: V, 6: V } };
 const DELETE_RANGE: KeyedMessage = { name: "DeleteRangeRequest", keyField: 1, rangeEndField: 2, emptyRangeEnd: "to-the-end", copied: { 3: V } };
 // result, target, version, create_revision, mod_revision, value, lease (a value compared, not a lease used)
 const COMPARE: KeyedMessage = { name: "Compare", keyField: 3, rangeEndField: 64, emptyRangeEnd: "to-the-end", copied: { 1: V, 2: V, 4: V, 5: V, 6: V, 7: L, 8: V } };
 
-/** Writes a keyed message's translation (its bytes `[start, end)` of `buf`) into `writer`. */
-function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer): void {
+/** Writes a keyed message's translation (its bytes `[start, end)` of `buf`) into `writer`; a put is noted in `writes`. */
+function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, writes: Writes): void {
   const reader = new Reader(buf, start, end);
   let key: Buffer | undefined;
   let rangeEnd: Buffer | undefined;
   let lease = 0n;
+  let valueBytes = 0;
+  let keepsValue = false;
   const copied: number[] = [];
   // Repeated singular fields: the last one counts, as in etcd's decoder.
   while (reader.next()) {
@@ -58,8 +63,15 @@ function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number,
     } else if (reader.field === spec.leaseField) {
       reader.expect(VARINT, spec.name);
       lease = reader.bigint();
+    } else if (reader.field === spec.put?.ignoreValueField) {
+      reader.expect(VARINT, spec.name);
+      const fieldStart = reader.fieldStart;
+      keepsValue = reader.bigint() !== 0n;
+      copied.push(fieldStart, reader.pos);
     } else if (spec.copied[reader.field] !== undefined) {
-      copied.push(...reader.rawField(spec.copied[reader.field]!, spec.name));
+      const [fieldStart, fieldEnd] = reader.rawField(spec.copied[reader.field]!, spec.name);
+      copied.push(fieldStart, fieldEnd);
+      if (reader.field === spec.put?.valueField) valueBytes = fieldEnd - fieldStart;
     } else {
       reader.skip();
     }
@@ -75,10 +87,12 @@ function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number,
     if (confined !== 0n) writer.bigintField(spec.leaseField, confined);
   }
   for (let i = 0; i < copied.length; i += 2) writer.raw(buf, copied[i]!, copied[i + 1]!);
+  // The value field's length counts its tag and length too: a few bytes more than the value, never less.
+  if (spec.put) writes.puts.push({ key: core.key, bytes: core.key.length + valueBytes, keepsValue });
 }
 
 /** A RequestOp: one of range 1, put 2, delete_range 3, txn 4 (the last one present counts). */
-function writeRequestOp(buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, depth: number): void {
+function writeRequestOp(buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, depth: number, writes: Writes): void {
   const reader = new Reader(buf, start, end);
   let chosen: [field: number, start: number, end: number] | undefined;
   while (reader.next()) {
@@ -92,14 +106,16 @@ function writeRequestOp(buf: Buffer, start: number, end: number, ctx: CallContex
   if (!chosen) throw EMPTY_OPERATION();
   const [field, opStart, opEnd] = chosen;
   const mark = writer.begin(field, opEnd - opStart + ctx.keyspace.prefix.length * 2);
-  if (field === 4) writeTxn(buf, opStart, opEnd, ctx, writer, depth + 1);
-  else writeKeyed(field === 1 ? RANGE : field === 2 ? PUT : DELETE_RANGE, buf, opStart, opEnd, ctx, writer);
+  if (field === 4) writeTxn(buf, opStart, opEnd, ctx, writer, depth + 1, writes);
+  else writeKeyed(field === 1 ? RANGE : field === 2 ? PUT : DELETE_RANGE, buf, opStart, opEnd, ctx, writer, writes);
   writer.finish(mark);
 }
 
 /** A TxnRequest: compare 1, success 2, failure 3, each repeated, in order. */
-function writeTxn(buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, depth: number): void {
+function writeTxn(buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, depth: number, writes: Writes): void {
   checkTxnDepth(ctx.limits, depth);
+  const branches = { success: noWrites(), failure: noWrites() };
+  writes.txns.push(branches);
   const reader = new Reader(buf, start, end);
   while (reader.next()) {
     if (reader.field < 1 || reader.field > 3) {
@@ -109,16 +125,19 @@ function writeTxn(buf: Buffer, start: number, end: number, ctx: CallContext, wri
     reader.expect(LENGTH_DELIMITED, "TxnRequest");
     const [partStart, partEnd] = reader.span();
     const mark = writer.begin(reader.field, partEnd - partStart + ctx.keyspace.prefix.length * 2);
-    if (reader.field === 1) writeKeyed(COMPARE, buf, partStart, partEnd, ctx, writer);
-    else writeRequestOp(buf, partStart, partEnd, ctx, writer, depth);
+    if (reader.field === 1) writeKeyed(COMPARE, buf, partStart, partEnd, ctx, writer, writes);
+    else writeRequestOp(buf, partStart, partEnd, ctx, writer, depth, reader.field === 2 ? branches.success : branches.failure);
     writer.finish(mark);
   }
 }
 
-function translate(message: Buffer, ctx: CallContext, write: (writer: Writer) => void): { framed: Buffer; state: undefined } {
+const noWrites = (): Writes => ({ puts: [], txns: [] });
+
+function translate(message: Buffer, ctx: CallContext, write: (writer: Writer, writes: Writes) => void): { framed: Buffer; state: undefined; writes: Writes } {
   const writer = frameWriter(message.length + ctx.keyspace.prefix.length * 4 + 32);
-  write(writer);
-  return { framed: frame(writer), state: undefined };
+  const writes = noWrites();
+  write(writer, writes);
+  return { framed: frame(writer), state: undefined, writes };
 }
 
 // Answers: header and counters as they came, every KeyValue with its key stripped.
@@ -161,7 +180,7 @@ export const range: UnaryMethod<undefined> = {
   kind: "unary",
   keyed: KEYED_REQUESTS.RangeRequest,
   idempotent: true,
-  request: (message, ctx) => translate(message, ctx, (writer) => writeKeyed(RANGE, message, 0, message.length, ctx, writer)),
+  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(RANGE, message, 0, message.length, ctx, writer, writes)),
   response: answer(RANGE_ANSWER, "RangeResponse"),
 };
 
@@ -169,7 +188,7 @@ export const put: UnaryMethod<undefined> = {
   kind: "unary",
   keyed: KEYED_REQUESTS.PutRequest,
   idempotent: false,
-  request: (message, ctx) => translate(message, ctx, (writer) => writeKeyed(PUT, message, 0, message.length, ctx, writer)),
+  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(PUT, message, 0, message.length, ctx, writer, writes)),
   response: answer(PUT_ANSWER, "PutResponse"),
 };
 
@@ -177,7 +196,7 @@ export const deleteRange: UnaryMethod<undefined> = {
   kind: "unary",
   keyed: KEYED_REQUESTS.DeleteRangeRequest,
   idempotent: false,
-  request: (message, ctx) => translate(message, ctx, (writer) => writeKeyed(DELETE_RANGE, message, 0, message.length, ctx, writer)),
+  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(DELETE_RANGE, message, 0, message.length, ctx, writer, writes)),
   response: answer(DELETE_RANGE_ANSWER, "DeleteRangeResponse"),
 };
 
@@ -185,6 +204,6 @@ export const txn: UnaryMethod<undefined> = {
   kind: "unary",
   keyed: KEYED_REQUESTS.TxnRequest,
   idempotent: false,
-  request: (message, ctx) => translate(message, ctx, (writer) => writeTxn(message, 0, message.length, ctx, writer, 1)),
+  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeTxn(message, 0, message.length, ctx, writer, 1, writes)),
   response: answer(TXN_ANSWER, "TxnResponse"),
 };

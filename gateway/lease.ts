@@ -102,10 +102,11 @@ export const leaseGrant: UnaryMethod<void> = {
     // LeaseGrantRequest: TTL = 1, ID = 2.
     const reader = new Reader(message);
     const writer = frameWriter(32);
+    let ttl = 0n;
     while (reader.next()) {
       if (reader.field === 1) {
-        const [start, end] = reader.rawField(VARINT, "LeaseGrantRequest");
-        writer.raw(message, start, end);
+        reader.expect(VARINT, "LeaseGrantRequest");
+        ttl = reader.bigint();
       } else if (reader.field === 2) {
         reader.expect(VARINT, "LeaseGrantRequest");
         if (reader.bigint() !== 0n) throw new GrpcError(Status.INVALID_ARGUMENT, "etcdstorage gateway: a lease ID cannot be chosen by the client; send ID 0 and use the ID granted");
@@ -113,6 +114,8 @@ export const leaseGrant: UnaryMethod<void> = {
         reader.skip();
       }
     }
+    const longest = BigInt(ctx.limits.maxLeaseTtlSeconds);
+    if (ttl !== 0n) writer.bigintField(1, ttl > longest ? longest : ttl);
     writer.bigintField(2, ctx.leases.newId());
     return { framed: frame(writer), state: undefined };
   },

@@ -14,6 +14,12 @@ export interface Limits {
   maxKeyBytes: number;
   /** Deepest Txn inside Txn: the gateway reads nested transactions recursively. */
   maxTxnDepth: number;
+  /**
+   * Longest lease TTL granted. Every lease lives in core etcd's memory until it expires: with the
+   * request rate, this bounds the leases a tenant can hold. kube-apiserver's leases are at most an
+   * hour (--event-ttl); a longer TTL is granted as this one, and the answer says so.
+   */
+  maxLeaseTtlSeconds: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -21,6 +27,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxResponseBytes: 64 * 1024 * 1024,
   maxKeyBytes: 8 * 1024,
   maxTxnDepth: 8,
+  maxLeaseTtlSeconds: 3600,
 };
 
 export function checkKeySize(limits: Limits, key: Uint8Array, what: string): void {

@@ -14,8 +14,10 @@ import { LeaseScope } from "./lease.ts";
 import { DEFAULT_LIMITS } from "./limits.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { Proxy, type CallContext } from "./proxy.ts";
+import { Quota } from "./quota.ts";
 import { loadSide, watchMaterial } from "./tls.ts";
 import { CoreConnection } from "./upstream.ts";
+import { TenantUsage } from "./usage.ts";
 
 const SHUTDOWN_GRACE_MS = 10_000;
 // etcd puts no limit on concurrent streams; an API server multiplexes its calls on few connections.
@@ -36,15 +38,20 @@ function configure(): { config: GatewayConfig; serving: ReturnType<typeof loadSi
 const { config, serving, core: coreTls } = configure();
 const log = pino({ level: config.logLevel, base: { tenant: config.tenant } });
 const metrics = new GatewayMetrics(config.tenant);
+const keyspace = new TenantKeyspace(config.prefix);
+const core = new CoreConnection(config.endpoints, coreTls, log);
+const usage = new TenantUsage(core, keyspace, log);
+const quota = config.quota && new Quota({ ...config.quota, replicas: config.replicas, maxRequestBytes: DEFAULT_LIMITS.maxRequestBytes }, usage, (reason) => metrics.refused(reason));
 const ctx: CallContext = {
-  keyspace: new TenantKeyspace(config.prefix),
+  keyspace,
   leases: new LeaseScope(config.prefix),
   limits: DEFAULT_LIMITS,
-  storage: { usedBytes: () => 0, quotaBytes: () => undefined },
+  storage: { usedBytes: () => usage.usedBytes, quotaBytes: () => config.quota?.storageBytes },
 };
-const core = new CoreConnection(config.endpoints, coreTls, log);
-const proxy = new Proxy(SERVED_METHODS, ctx, core, metrics, log);
-const state: HealthState = { serving: true };
+metrics.storage(() => usage.usedBytes, config.quota);
+const proxy = new Proxy(SERVED_METHODS, ctx, core, metrics, log, quota);
+const state: HealthState = { serving: true, usage };
+if (!quota) log.warn("no quota flags: this tenant's storage and rates are unlimited");
 
 const server = http2.createSecureServer({
   ...serving,
@@ -94,6 +101,7 @@ const health = await startHealthServer(config.health.host, config.health.port, c
   process.stderr.write(`invalid configuration: --health-address: cannot listen on ${config.health.host}:${config.health.port} (${error.code ?? error.message})\n`);
   process.exit(2);
 });
+usage.start();
 log.info({ config: describeConfig(config) }, "gateway serving");
 
 let stopping = false;
@@ -104,6 +112,7 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
     log.info({ signal, sessions: sessions.size }, "shutting down: readiness fails, streams end, calls in flight finish");
     state.serving = false;
     stopWatching();
+    usage.stop();
     server.close();
     proxy.endStreams();
     for (const session of sessions) session.close();

@@ -8,6 +8,7 @@ export class GatewayMetrics {
   private readonly calls: Counter<"method" | "code">;
   private readonly latency: Histogram<"method">;
   private readonly streams: Gauge<"method">;
+  private readonly refusals: Counter<"reason">;
 
   constructor(tenant: string) {
     this.registry.setDefaultLabels({ tenant });
@@ -21,6 +22,28 @@ export class GatewayMetrics {
       registers: [this.registry],
     });
     this.streams = new Gauge({ name: "etcdgateway_open_streams", help: "Open watch and lease keepalive streams", labelNames: ["method"], registers: [this.registry] });
+    this.refusals = new Counter({ name: "etcdgateway_quota_refusals_total", help: "Calls refused by the tenant's quota, by reason (storage, write_rate, request_rate)", labelNames: ["reason"], registers: [this.registry] });
+  }
+
+  /** The tenant's usage and quota, read when Prometheus scrapes. */
+  storage(usedBytes: () => number, quota: { storageBytes: number; writeBytesPerSecond: number; requestsPerSecond: number } | undefined): void {
+    new Gauge({
+      name: "etcdgateway_storage_used_bytes",
+      help: "Live bytes of keys and values under the tenant's prefix, as this gateway sees them",
+      registers: [this.registry],
+      collect() {
+        this.set(usedBytes());
+      },
+    });
+    if (!quota) return;
+    const limit = new Gauge({ name: "etcdgateway_quota", help: "The tenant's quota: storage (bytes), write_bytes_per_second, requests_per_second", labelNames: ["resource"], registers: [this.registry] });
+    limit.set({ resource: "storage" }, quota.storageBytes);
+    limit.set({ resource: "write_bytes_per_second" }, quota.writeBytesPerSecond);
+    limit.set({ resource: "requests_per_second" }, quota.requestsPerSecond);
+  }
+
+  refused(reason: string): void {
+    this.refusals.inc({ reason });
   }
 
   call(method: string, code: number, seconds: number): void {

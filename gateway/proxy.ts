@@ -8,7 +8,9 @@ import { assertConfined, OutsidePrefix, type KEYED_REQUESTS, type TenantKeyspace
 import type { LeaseScope } from "./lease.ts";
 import type { Limits } from "./limits.ts";
 import type { GatewayMetrics } from "./metrics.ts";
+import type { Quota, Reservation, Writes } from "./quota.ts";
 import { answerDecoder, unreachable, type CoreConnection } from "./upstream.ts";
+import { answerRevision } from "./usage.ts";
 import { MalformedMessage } from "./wire.ts";
 
 export interface CallContext {
@@ -27,8 +29,8 @@ export interface UnaryMethod<State> {
   keyed?: KeyFields;
   /** Whether a call may be sent again when core etcd's connection failed before it answered. */
   idempotent: boolean;
-  /** The core request (a gRPC frame) for the tenant's; throws GrpcError or MalformedMessage. */
-  request(message: Buffer, ctx: CallContext): { framed: Buffer; state: State };
+  /** The core request (a gRPC frame) for the tenant's, and the puts it makes; throws GrpcError or MalformedMessage. */
+  request(message: Buffer, ctx: CallContext): { framed: Buffer; state: State; writes?: Writes };
   /** The tenant's answer (a gRPC frame) for core etcd's. */
   response(message: Buffer, ctx: CallContext, state: State): Buffer;
   /** Whether a failed call is tried again with a new request. */
@@ -59,13 +61,15 @@ export class Proxy {
   private readonly metrics: GatewayMetrics;
   private readonly log: Logger;
   private readonly streams = new Set<() => void>();
+  private readonly quota: Quota | undefined;
 
-  constructor(methods: ReadonlyMap<string, Method>, ctx: CallContext, core: CoreConnection, metrics: GatewayMetrics, log: Logger) {
+  constructor(methods: ReadonlyMap<string, Method>, ctx: CallContext, core: CoreConnection, metrics: GatewayMetrics, log: Logger, quota?: Quota) {
     this.methods = methods;
     this.ctx = ctx;
     this.core = core;
     this.metrics = metrics;
     this.log = log;
+    this.quota = quota;
   }
 
   /** One tenant call, already authenticated. */
@@ -106,16 +110,25 @@ export class Proxy {
     } catch (error) {
       return reply(...this.describe(error, "request"));
     }
+    try {
+      await this.quota?.admitCall();
+    } catch (error) {
+      return reply(...this.describe(error, "request"));
+    }
     for (let attempt = 1; ; attempt++) {
       let framed: Buffer;
       let state: unknown;
+      let reservation: Reservation | undefined;
       try {
-        ({ framed, state } = method.request(message, this.ctx));
+        let writes: Writes | undefined;
+        ({ framed, state, writes } = method.request(message, this.ctx));
         if (method.keyed) assertConfined(this.ctx.keyspace, method.keyed, framed, 5);
+        if (writes && this.quota && (writes.puts.length > 0 || writes.txns.length > 0)) reservation = await this.quota.admitWrite(writes);
       } catch (error) {
         return reply(...this.describe(error, "request"));
       }
       const answer = await this.core.call(path, headers, framed, this.ctx.limits.maxResponseBytes, stream);
+      if (reservation) this.quota!.settle(reservation, answer.code === Status.OK && answer.body ? answerRevision(answer.body) : 0);
       if (stream.closed) return Status.CANCELLED;
       if (answer.code !== Status.OK) {
         const again = (method.retry?.(answer.code, answer.message) && attempt < MAX_GRANT_ATTEMPTS) || (answer.unanswered && method.idempotent && attempt === 1);
@@ -139,7 +152,12 @@ export class Proxy {
     let upstream: ClientHttp2Stream | undefined;
     let finished = false;
     let coreStatus: { code: number; message: string } | undefined;
-    const pending: Buffer[] = [];
+    // Tenant messages in order, then END_OF_REQUESTS once the tenant half-closed.
+    const queue: Buffer[] = [];
+    // The tenant's side is paused while the request rate holds a message or core etcd's side is full.
+    const held = { rate: false, full: false };
+    const flow = () => (held.rate || held.full ? stream.pause() : stream.resume());
+    let headPaid = false;
     const end = (code: number, message: string) => {
       if (finished) return;
       finished = true;
@@ -153,29 +171,60 @@ export class Proxy {
     this.streams.add(shutdown);
     this.metrics.streamOpened(path);
 
-    const send = (out: Buffer) => {
-      if (!upstream) {
-        pending.push(out);
-        return;
-      }
-      if (!upstream.write(out)) {
-        stream.pause();
-        upstream.once("drain", () => stream.resume());
-      }
-    };
-    stream.on("data", (chunk: Buffer) => {
+    // Sends queued messages while core etcd's stream is open and the request rate allows.
+    const pump = () => {
       try {
-        for (const message of fromTenant.push(chunk)) {
-          const out = translator.request(message);
+        while (upstream && queue.length > 0 && !finished && !held.full) {
+          if (queue[0] === END_OF_REQUESTS) {
+            queue.shift();
+            upstream.end();
+            continue;
+          }
+          if (!headPaid) {
+            headPaid = true;
+            const delay = this.quota?.streamDelay() ?? 0;
+            if (delay > 0) {
+              held.rate = true;
+              flow();
+              setTimeout(() => {
+                held.rate = false;
+                flow();
+                pump();
+              }, delay);
+              return;
+            }
+          }
+          headPaid = false;
+          const out = translator.request(queue.shift()!);
           if (out === undefined) continue;
           if (method.keyed) assertConfined(this.ctx.keyspace, method.keyed, out, 5);
-          send(out);
+          if (!upstream.write(out)) {
+            held.full = true;
+            flow();
+            upstream.once("drain", () => {
+              held.full = false;
+              flow();
+              pump();
+            });
+          }
         }
       } catch (error) {
         end(...this.describe(error, "request"));
       }
+    };
+    stream.on("data", (chunk: Buffer) => {
+      try {
+        queue.push(...fromTenant.push(chunk));
+      } catch (error) {
+        end(...this.describe(error, "request"));
+        return;
+      }
+      if (!held.rate) pump();
     });
-    stream.on("end", () => (upstream ? upstream.end() : pending.push(END_OF_REQUESTS)));
+    stream.on("end", () => {
+      queue.push(END_OF_REQUESTS);
+      if (!held.rate) pump();
+    });
     stream.on("close", () => end(Status.CANCELLED, "the client closed the stream"));
     stream.on("error", () => {}); // 'close' follows
 
@@ -186,10 +235,6 @@ export class Proxy {
           return;
         }
         upstream = opened;
-        for (const out of pending.splice(0)) {
-          if (out === END_OF_REQUESTS) opened.end();
-          else send(out);
-        }
         opened.on("response", (responseHeaders) => {
           if (responseHeaders["grpc-status"] !== undefined) {
             end(Number(responseHeaders["grpc-status"]), decodeGrpcMessage(responseHeaders["grpc-message"] as string | undefined));
@@ -214,6 +259,7 @@ export class Proxy {
         });
         opened.on("error", () => {});
         opened.on("close", () => end(coreStatus?.code ?? Status.UNAVAILABLE, coreStatus?.message ?? "etcdstorage gateway: the connection to core etcd was lost; reconnect to continue"));
+        if (!held.rate) pump();
       },
       (error: unknown) => end(...unreachable(error)),
     );

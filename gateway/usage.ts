@@ -1,0 +1,280 @@
+// What a tenant stores, as every gateway replica sees it: the live bytes of keys and values under
+// its prefix (core keys, prefix included: what the shared etcd holds). Counted once at start
+// (pages of a Range pinned to one revision), then kept current by a watch on the prefix, so that
+// writes through other replicas, lease expiries and the cleanup Job all count. Each key's size is
+// kept, so an overwrite counts only what it adds. Progress requests on the watch keep the view's
+// age known: quota.ts admits growth only while the view is current.
+import type { ClientHttp2Stream } from "node:http2";
+import type { Logger } from "pino";
+import { frame, frameWriter } from "./grpc.ts";
+import { assertConfined, KEYED_REQUESTS, type TenantKeyspace } from "./keys.ts";
+import { answerDecoder, type CoreConnection } from "./upstream.ts";
+import { LENGTH_DELIMITED, Reader, VARINT } from "./wire.ts";
+
+const PAGE = 1000;
+// How often the watch is asked where it is; a view older than STALE_AFTER_MS admits no growth.
+const PROGRESS_INTERVAL_MS = 500;
+export const STALE_AFTER_MS = 2_000;
+const RETRY_MS = 500;
+const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
+
+export class TenantUsage {
+  /** Live bytes under the prefix, exact as of `revision`. */
+  usedBytes = 0;
+  revision = 0;
+  private readonly sizes = new Map<string, number>();
+  private counted = false;
+  private heardAt = -Infinity;
+  private stream: ClientHttp2Stream | undefined;
+  private stopped = false;
+  private readonly revisionListeners: ((revision: number) => void)[] = [];
+  private readonly core: CoreConnection;
+  private readonly keyspace: TenantKeyspace;
+  private readonly log: Logger;
+  private readonly now: () => number;
+
+  constructor(core: CoreConnection, keyspace: TenantKeyspace, log: Logger, now: () => number = () => performance.now()) {
+    this.core = core;
+    this.keyspace = keyspace;
+    this.log = log;
+    this.now = now;
+  }
+
+  /** Counts the prefix, then follows it; retries on its own until stopped. */
+  start(): void {
+    void this.follow(true);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.stream?.close();
+  }
+
+  /** Counted, and heard from core etcd within STALE_AFTER_MS. */
+  get current(): boolean {
+    return this.counted && this.now() - this.heardAt < STALE_AFTER_MS;
+  }
+
+  get counting(): boolean {
+    return !this.counted;
+  }
+
+  /** The bytes a core key holds now (0 if it does not exist). */
+  sizeOf(coreKey: Buffer): number {
+    return this.sizes.get(coreKey.toString("latin1")) ?? 0;
+  }
+
+  /** Called with each revision the view has caught up to. */
+  onRevision(listener: (revision: number) => void): void {
+    this.revisionListeners.push(listener);
+  }
+
+  private async follow(recount: boolean): Promise<void> {
+    while (!this.stopped) {
+      try {
+        if (recount) await this.count();
+        recount = await this.watch();
+      } catch (error) {
+        this.log.warn({ err: (error as Error).message }, "tenant usage: core etcd unreachable; retrying");
+      }
+      if (!this.stopped) await new Promise((resolve) => setTimeout(resolve, RETRY_MS).unref());
+    }
+  }
+
+  /** The whole prefix, in pages of one revision. */
+  private async count(): Promise<void> {
+    const sizes = new Map<string, number>();
+    let used = 0;
+    let revision = 0;
+    let start: Buffer = this.keyspace.prefix;
+    for (;;) {
+      const request = this.rangeRequest(start, revision);
+      const answer = await this.core.call("/etcdserverpb.KV/Range", {}, request, MAX_ANSWER_BYTES);
+      if (answer.code !== 0 || !answer.body) throw new Error(`counting the prefix: ${answer.message || `status ${answer.code}`}`);
+      const page = readRangePage(answer.body);
+      revision ||= page.revision;
+      for (const [key, size] of page.sizes) {
+        sizes.set(key, size);
+        used += size;
+      }
+      if (!page.more || page.lastKey === undefined) break;
+      start = Buffer.concat([page.lastKey, Buffer.from([0])]);
+    }
+    this.sizes.clear();
+    for (const [key, size] of sizes) this.sizes.set(key, size);
+    this.usedBytes = used;
+    this.setRevision(revision);
+    this.counted = true;
+    this.heardAt = this.now();
+    this.log.info({ usedBytes: used, keys: sizes.size, revision }, "tenant usage counted");
+  }
+
+  private rangeRequest(start: Buffer, revision: number): Buffer {
+    const writer = frameWriter(start.length + this.keyspace.prefixEnd.length + 32);
+    writer.bytesField(1, start);
+    writer.bytesField(2, this.keyspace.prefixEnd);
+    writer.varintField(3, PAGE);
+    if (revision) writer.varintField(4, revision);
+    const framed = frame(writer);
+    assertConfined(this.keyspace, KEYED_REQUESTS.RangeRequest, framed, 5);
+    return framed;
+  }
+
+  /** Follows the prefix from the counted revision; resolves true when a recount is needed. */
+  private watch(): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      const create = frameWriter(this.keyspace.prefix.length * 2 + 32);
+      const mark = create.begin(1, this.keyspace.prefix.length * 2 + 16);
+      create.bytesField(1, this.keyspace.prefix);
+      create.bytesField(2, this.keyspace.prefixEnd);
+      create.varintField(3, this.revision + 1);
+      create.finish(mark);
+      const request = frame(create);
+      assertConfined(this.keyspace, KEYED_REQUESTS.WatchRequest, request, 5);
+      this.core.open("/etcdserverpb.Watch/Watch", {}).then((stream) => {
+        this.stream = stream;
+        const decoder = answerDecoder(MAX_ANSWER_BYTES);
+        let recount = false;
+        const progress = setInterval(() => stream.write(PROGRESS_REQUEST), PROGRESS_INTERVAL_MS);
+        progress.unref();
+        stream.on("data", (chunk: Buffer) => {
+          try {
+            for (const message of decoder.push(chunk)) {
+              const answer = readWatchAnswer(message);
+              if (answer.compacted) {
+                recount = true;
+                stream.close();
+                return;
+              }
+              if (answer.canceled) {
+                stream.close();
+                return;
+              }
+              this.apply(answer);
+            }
+          } catch (error) {
+            stream.destroy(error as Error);
+          }
+        });
+        stream.on("error", () => {});
+        stream.on("close", () => {
+          clearInterval(progress);
+          this.stream = undefined;
+          resolve(recount);
+        });
+        stream.write(request);
+      }, reject);
+    });
+  }
+
+  private apply(answer: WatchAnswer): void {
+    for (const event of answer.events) {
+      const key = event.key.toString("latin1");
+      const before = this.sizes.get(key) ?? 0;
+      if (event.deleted) {
+        this.sizes.delete(key);
+        this.usedBytes -= before;
+      } else {
+        this.sizes.set(key, event.size);
+        this.usedBytes += event.size - before;
+      }
+    }
+    this.heardAt = this.now();
+    this.setRevision(Math.max(answer.revision, ...answer.events.map((event) => event.revision)));
+  }
+
+  private setRevision(revision: number): void {
+    if (revision <= this.revision) return;
+    this.revision = revision;
+    for (const listener of this.revisionListeners) listener(revision);
+  }
+}
+
+// WatchRequest{progress_request: {}}
+const PROGRESS_REQUEST = (() => {
+  const writer = frameWriter(4);
+  writer.bytesField(3, Buffer.alloc(0));
+  return frame(writer);
+})();
+
+/** A ResponseHeader's revision (field 3). */
+export function headerRevision(header: Buffer): number {
+  const reader = new Reader(header);
+  let revision = 0;
+  while (reader.next()) {
+    if (reader.field === 3 && reader.wireType === VARINT) revision = reader.uint();
+    else reader.skip();
+  }
+  return revision;
+}
+
+/** The revision in the header (field 1) of a KV answer. */
+export function answerRevision(message: Buffer): number {
+  const reader = new Reader(message);
+  while (reader.next()) {
+    if (reader.field === 1 && reader.wireType === LENGTH_DELIMITED) return headerRevision(reader.bytes());
+    reader.skip();
+  }
+  return 0;
+}
+
+/** A key and value's size in core etcd, from a KeyValue's bytes. */
+function readKeyValue(buf: Buffer, start: number, end: number): { key: Buffer; size: number; revision: number } {
+  const reader = new Reader(buf, start, end);
+  let key: Buffer = Buffer.alloc(0);
+  let valueBytes = 0;
+  let revision = 0;
+  while (reader.next()) {
+    if (reader.field === 1 && reader.wireType === LENGTH_DELIMITED) key = reader.bytes();
+    else if (reader.field === 5 && reader.wireType === LENGTH_DELIMITED) valueBytes = reader.bytes().length;
+    else if (reader.field === 3 && reader.wireType === VARINT) revision = reader.uint();
+    else reader.skip();
+  }
+  return { key, size: key.length + valueBytes, revision };
+}
+
+function readRangePage(message: Buffer): { revision: number; sizes: [string, number][]; more: boolean; lastKey?: Buffer } {
+  const reader = new Reader(message);
+  const page: { revision: number; sizes: [string, number][]; more: boolean; lastKey?: Buffer } = { revision: 0, sizes: [], more: false };
+  while (reader.next()) {
+    if (reader.field === 1 && reader.wireType === LENGTH_DELIMITED) page.revision = headerRevision(reader.bytes());
+    else if (reader.field === 2 && reader.wireType === LENGTH_DELIMITED) {
+      const [start, end] = reader.span();
+      const kv = readKeyValue(message, start, end);
+      page.sizes.push([kv.key.toString("latin1"), kv.size]);
+      page.lastKey = kv.key;
+    } else if (reader.field === 3 && reader.wireType === VARINT) page.more = reader.uint() !== 0;
+    else reader.skip();
+  }
+  return page;
+}
+
+interface WatchAnswer {
+  revision: number;
+  canceled: boolean;
+  compacted: boolean;
+  events: { deleted: boolean; key: Buffer; size: number; revision: number }[];
+}
+
+function readWatchAnswer(message: Buffer): WatchAnswer {
+  const reader = new Reader(message);
+  const answer: WatchAnswer = { revision: 0, canceled: false, compacted: false, events: [] };
+  while (reader.next()) {
+    if (reader.field === 1 && reader.wireType === LENGTH_DELIMITED) answer.revision = headerRevision(reader.bytes());
+    else if (reader.field === 4 && reader.wireType === VARINT) answer.canceled = reader.uint() !== 0;
+    else if (reader.field === 5 && reader.wireType === VARINT) answer.compacted = reader.uint() !== 0;
+    else if (reader.field === 11 && reader.wireType === LENGTH_DELIMITED) {
+      const [start, end] = reader.span();
+      const event = new Reader(message, start, end);
+      let deleted = false;
+      let kv: { key: Buffer; size: number; revision: number } = { key: Buffer.alloc(0), size: 0, revision: 0 };
+      while (event.next()) {
+        if (event.field === 1 && event.wireType === VARINT) deleted = event.uint() === 1;
+        else if (event.field === 2 && event.wireType === LENGTH_DELIMITED) kv = readKeyValue(message, ...event.span());
+        else event.skip();
+      }
+      answer.events.push({ deleted, ...kv });
+    } else reader.skip();
+  }
+  return answer;
+}
