@@ -7,7 +7,7 @@ import { connect } from "node:tls";
 import { after, before, describe, test } from "node:test";
 import { sync } from "../../hooks/sync.ts";
 import { nextRequest, testConfig } from "../support/requests.ts";
-import { httpGet, startCoreEtcd, stopAll, tcpAccepts, tempDir, waitFor, type CoreEtcd } from "./harness.ts";
+import { ETCD, httpGet, startCoreEtcd, stopAll, tcpAccepts, tempDir, waitFor, type CoreEtcd } from "./harness.ts";
 import { startTenant, type RunningTenant } from "./tenant.ts";
 
 const spec = (name: string) => ({
@@ -34,7 +34,7 @@ describe("two tenants on one core etcd", () => {
   after(stopAll);
 
   test("the proxy runs exactly the returned command", () => {
-    assert.equal(a.proxy.executable, "/usr/bin/etcd");
+    assert.equal(a.proxy.executable, ETCD);
     const deployment = a.response.children.find((c) => c.kind === "Deployment")!;
     const command = (deployment.spec as any).template.spec.containers[0].command as string[];
     assert.deepEqual(command.slice(1, 3), ["grpc-proxy", "start"]);
