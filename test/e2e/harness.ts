@@ -341,7 +341,10 @@ export interface EtcdMember {
   /** https://127.0.0.1:<port> */
   endpoint: string;
   logs(): string;
+  /** SIGTERM (a leader hands leadership over first), then SIGKILL after a grace period. */
   stop(): Promise<void>;
+  /** SIGKILL at once: an abrupt failure (a leader's followers must elect a new one). */
+  kill(): Promise<void>;
   /** Starts again with the same data dir and ports (fault tests), waits until healthy. */
   start(): Promise<void>;
   etcdctl(args: readonly string[]): Promise<EtcdctlResult>;
@@ -462,6 +465,10 @@ function etcdMember(plan: MemberPlan, plans: readonly MemberPlan[], base: string
     endpoint,
     logs: () => current?.logs() ?? "",
     stop: async () => current?.stop(),
+    kill: async () => {
+      current?.process.kill("SIGKILL");
+      await current?.exited;
+    },
     start: async () => {
       spawnMember();
       await waitHealthy();

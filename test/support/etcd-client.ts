@@ -12,6 +12,7 @@
 // - Responses read like etcd's Go client sees them: absent scalars are zero, absent messages null,
 //   enums by name. A field name a request type does not have is an error, not silently dropped.
 // - A failed call rejects with EtcdGrpcError, carrying the gRPC status code and message.
+import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -236,7 +237,7 @@ export interface HashKVResponse {
 }
 
 export interface Snapshot {
-  /** The first message's header: the snapshot's point in time. */
+  /** The first message's header, if any (etcd 3.5.16 sends none: null). */
   header: ResponseHeader | null;
   /** The whole database file. */
   blob: Buffer;
@@ -306,6 +307,9 @@ function messageType(fullName: string): protoLoader.MessageTypeDefinition<object
   }
   return definition as protoLoader.MessageTypeDefinition<object, object>;
 }
+
+/** The serialized FileDescriptorProtos this client encodes and decodes with (to check for drift). */
+export const fileDescriptorProtos: readonly Buffer[] = messageType("etcdserverpb.ResponseHeader").fileDescriptorProtos;
 
 const methods = new Map<string, protoLoader.MethodDefinition<object, object>>();
 for (const definition of Object.values(definitions)) {
@@ -407,6 +411,17 @@ export class EtcdGrpcError extends Error {
 
 function grpcError(path: string, error: grpc.ServiceError): EtcdGrpcError {
   return new EtcdGrpcError(path, error.code, error.details, error.metadata);
+}
+
+/** For tests: the EtcdGrpcError `call` fails with, asserting its gRPC `code`; an answer fails. */
+export async function expectGrpcError(call: Promise<unknown>, code: grpc.status): Promise<EtcdGrpcError> {
+  const error = await call.then(
+    (value) => assert.fail(`expected ${grpc.status[code]}, got an answer: ${JSON.stringify(value)}`),
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof EtcdGrpcError, `not a gRPC error: ${String(error)}`);
+  assert.equal(error.code, code, error.message);
+  return error;
 }
 
 export interface CallOptions {
