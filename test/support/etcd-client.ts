@@ -386,11 +386,6 @@ export function encodeMessage(fullName: string, message: object): Buffer {
   return messageType(fullName).serialize(prepare(fullName, message, fullName));
 }
 
-/** Any etcd message by full name, decoded as the client decodes responses. */
-export function decodeMessage<T>(fullName: string, bytes: Buffer): T {
-  return messageType(fullName).deserialize(bytes) as T;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Errors and streams
 // ---------------------------------------------------------------------------------------------
