@@ -319,6 +319,19 @@ test("a client without a certificate is refused in the TLS handshake, and writes
   assert.deepEqual((await client.kv.range({ key: "sneaky" })).kvs, []);
 });
 
+test("servername: the server certificate is checked against it (it names localhost, not other.example)", async () => {
+  for (const [servername, works] of [["localhost", true], ["other.example", false]] as const) {
+    const named = connect(core.endpoint, { ...core.tls, servername });
+    try {
+      const call = named.maintenance.status({});
+      if (works) assert.equal((await call).version, ETCD_VERSION);
+      else assert.match((await expectGrpcError(call, GrpcStatus.UNAVAILABLE)).details, /other\.example/);
+    } finally {
+      named.close();
+    }
+  }
+});
+
 test("compaction: reading a compacted revision is OUT_OF_RANGE", async () => {
   const first = (await client.kv.put({ key: "history", value: "1" })).header!.revision;
   const second = (await client.kv.put({ key: "history", value: "2" })).header!.revision;
