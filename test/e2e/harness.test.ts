@@ -3,12 +3,12 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { promisify } from "node:util";
 import { issueCa, issueLeaf } from "../../hooks/pki/issue.ts";
 import {
+  ETCD,
+  ETCDCTL,
   base64,
   coreCaConfigMap,
   coreClientSecret,
@@ -30,7 +30,7 @@ import {
 } from "./harness.ts";
 
 const NAMESPACE = "t1";
-const BINARIES = { "/usr/local/bin/etcd": "/usr/bin/etcd", "/usr/local/bin/etcdctl": "/usr/bin/etcdctl" };
+const BINARIES = { "/usr/local/bin/etcd": ETCD, "/usr/local/bin/etcdctl": ETCDCTL };
 
 /** A Deployment as the hook might return it: proxy container, volumes from Secrets/ConfigMaps. */
 function proxyDeployment(coreEndpoint: string): K8sObject {
@@ -174,7 +174,7 @@ test("core etcd: a put and a get with the backend client certificate (empty CN)"
 
 test("runContainer: keeps command and flags, rewrites only binary, mount paths and ports", () => {
   const root = path.join(dir, "root");
-  assert.equal(proxy.executable, "/usr/bin/etcd");
+  assert.equal(proxy.executable, ETCD);
   assert.deepEqual(proxy.args, [
     "grpc-proxy",
     "start",
@@ -248,22 +248,20 @@ test("runContainer: an argument naming a file that no volume provides is an erro
 });
 
 // What the proxy's plain-HTTP metrics listener serves, with core etcd up and down. Measured on
-// etcd 3.4.23: only /health and /metrics exist (/proxy/* are 404 there; newer etcd sources also
-// register /proxy/health and /proxy/metrics on this listener), and neither stays 200 without core
-// etcd: /health asks core etcd (503 after its 1 s timeout), /metrics relays core etcd's (500).
+// etcd 3.5.16: /health asks core etcd (503 after its 1 s timeout without it), /metrics relays
+// core etcd's (500 without it); /proxy/metrics is the proxy's own (200 either way) and
+// /proxy/health answered 503 even with core etcd up. (3.4.23 served only /health and /metrics.)
 test("proxy metrics listener: paths with core etcd up, then stopped, then restarted", async (t) => {
   const paths = ["/health", "/metrics", "/proxy/health", "/proxy/metrics"] as const;
   const statuses = async (): Promise<Record<string, number>> =>
     Object.fromEntries(await Promise.all(paths.map(async (p) => [p, (await httpGet(metricsUrl(p))).status] as const)));
-  const { stdout: version } = await promisify(execFile)("/usr/bin/etcd", ["--version"]);
-  const is34 = /etcd Version: 3\.4\./.test(version);
 
   const up = await statuses();
   t.diagnostic(`core up: ${JSON.stringify(up)}`);
   assert.equal(up["/health"], 200);
   assert.equal(up["/metrics"], 200);
   assert.match((await httpGet(metricsUrl("/metrics"))).body, /etcd_server_has_leader/, "/metrics relays core etcd's metrics");
-  if (is34) assert.deepEqual(up, { "/health": 200, "/metrics": 200, "/proxy/health": 404, "/proxy/metrics": 404 });
+  assert.deepEqual(up, { "/health": 200, "/metrics": 200, "/proxy/health": 503, "/proxy/metrics": 200 });
 
   await core.stop();
   await waitForProxyHealth(false);
@@ -271,7 +269,7 @@ test("proxy metrics listener: paths with core etcd up, then stopped, then restar
   t.diagnostic(`core down: ${JSON.stringify(down)}`);
   const stillOk = paths.filter((p) => down[p] === 200);
   assert.ok(!stillOk.includes("/health") && !stillOk.includes("/metrics"), `still 200 without core: ${stillOk.join(", ")}`);
-  if (is34) assert.deepEqual(down, { "/health": 503, "/metrics": 500, "/proxy/health": 404, "/proxy/metrics": 404 });
+  assert.deepEqual(down, { "/health": 503, "/metrics": 500, "/proxy/health": 503, "/proxy/metrics": 200 });
 
   await core.start();
   await waitForProxyHealth(true);

@@ -6,8 +6,8 @@
 // laptop is rewritten: the binary's location, mount paths (into a temp dir) and listen ports
 // (container ports become free local ports, so suites can run in parallel).
 
-import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsConstants } from "node:fs";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { accessSync, constants as fsConstants, statSync } from "node:fs";
 import { access, mkdir, mkdtemp, readdir, rename, rm, stat, symlink, writeFile, lstat } from "node:fs/promises";
 import http from "node:http";
 import net from "node:net";
@@ -241,11 +241,51 @@ export interface EtcdctlCredentials {
   key?: string;
 }
 
-export const ETCDCTL = "/usr/bin/etcdctl";
-export const ETCD = "/usr/bin/etcd";
-// Short, so a refused or dead endpoint fails fast. etcdctl 3.4 does not block on dialing: a
-// refused TLS handshake (e.g. no client certificate) ends only at the command timeout. A caller
-// needing longer passes its own --command-timeout in `args` (the last occurrence wins).
+/** The oldest etcd the tests accept: from 3.5.13 on etcd answers watch progress requests the way
+ * kube-apiserver's feature check assumes (3.4.23, Debian 12's, hides behaviour under test). */
+export const MINIMUM_ETCD_VERSION = "3.5.13";
+const INSTALL_HINT = "run scripts/install-etcd.sh as root to put etcd 3.5 from Debian 13 into /usr/local/bin";
+
+function onPath(name: string): string {
+  for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
+    if (dir === "") continue;
+    const file = path.join(dir, name);
+    try {
+      accessSync(file, fsConstants.X_OK);
+      if (statSync(file).isFile()) return file;
+    } catch {
+      // not in this PATH entry
+    }
+  }
+  throw new Error(`${name} is not on the PATH (${process.env.PATH ?? ""}): ${INSTALL_HINT}`);
+}
+
+function olderThan(version: string, minimum: string): boolean {
+  const [a, b] = [version, minimum].map((v) => v.split(".").map(Number));
+  for (let i = 0; i < 3; i++) if (a![i] !== b![i]) return (a![i] ?? 0) < (b![i] ?? 0);
+  return false;
+}
+
+/** `name` from the PATH, refused (thrown, so every suite using it fails) when older than the minimum. */
+function etcdBinary(name: string, versionArgs: string[], versionLine: RegExp): { file: string; version: string } {
+  const file = onPath(name);
+  const output = execFileSync(file, versionArgs, { encoding: "utf8", env: { PATH: process.env.PATH ?? "" } });
+  const version = versionLine.exec(output)?.[1];
+  if (version === undefined || olderThan(version, MINIMUM_ETCD_VERSION)) {
+    throw new Error(`${file} is etcd ${version ?? `of unknown version (${output.trim()})`}; the tests need ${MINIMUM_ETCD_VERSION} or later: ${INSTALL_HINT}`);
+  }
+  return { file, version };
+}
+
+const etcd = etcdBinary("etcd", ["--version"], /^etcd Version: (\d+\.\d+\.\d+)/m);
+export const ETCD = etcd.file;
+/** e.g. "3.5.16", from `etcd --version`. */
+export const ETCD_VERSION = etcd.version;
+export const ETCDCTL = etcdBinary("etcdctl", ["version"], /^etcdctl version: (\d+\.\d+\.\d+)/m).file;
+// Short, so a refused or dead endpoint fails fast. etcdctl (3.4 and 3.5.16 alike) does not block
+// on dialing: a refused TLS handshake (e.g. no client certificate) ends only at the command
+// timeout. A caller needing longer passes its own --command-timeout in `args` (the last occurrence
+// wins).
 const ETCDCTL_DIAL_TIMEOUT = "2s";
 const ETCDCTL_COMMAND_TIMEOUT = "3s";
 const ETCDCTL_KILL_AFTER_MS = 15_000;
@@ -284,19 +324,45 @@ export async function runEtcdctl(
   }
 }
 
-export interface CoreEtcd {
-  /** https://127.0.0.1:<port> */
-  endpoint: string;
+/** The core etcd's PKI, written to files, and the same material as PEM for gRPC clients. */
+export interface CoreTls {
   pki: CorePki;
   caFile: string;
   /** Backend client certificate/key files (empty CN). */
   certFile: string;
   keyFile: string;
+  /** PEM of the CA and the backend client certificate/key, for test/support/etcd-client.ts's connect(). */
+  tls: { ca: string; cert: string; key: string };
+}
+
+/** One etcd process with fixed ports and data dir, which can be stopped and started again. */
+export interface EtcdMember {
+  name: string;
+  /** https://127.0.0.1:<port> */
+  endpoint: string;
   logs(): string;
+  /** SIGTERM (a leader hands leadership over first), then SIGKILL after a grace period. */
   stop(): Promise<void>;
+  /** SIGKILL at once: an abrupt failure (a leader's followers must elect a new one). */
+  kill(): Promise<void>;
   /** Starts again with the same data dir and ports (fault tests), waits until healthy. */
   start(): Promise<void>;
   etcdctl(args: readonly string[]): Promise<EtcdctlResult>;
+}
+
+export type CoreEtcd = EtcdMember & CoreTls;
+
+export interface CoreCluster extends CoreTls {
+  members: EtcdMember[];
+  /** Every member's client URL, in member order. */
+  endpoints: string[];
+  /** etcdctl against all endpoints at once (etcdctl picks a live one). */
+  etcdctl(args: readonly string[]): Promise<EtcdctlResult>;
+}
+
+export interface CoreEtcdOptions {
+  /** Appended to the harness's flags, e.g. `--quota-backend-bytes=...`, `--auto-compaction-*`. */
+  extraFlags?: readonly string[];
 }
 
 async function writeFiles(dir: string, files: Record<string, string>): Promise<void> {
@@ -304,57 +370,88 @@ async function writeFiles(dir: string, files: Record<string, string>): Promise<v
   await Promise.all(Object.entries(files).map(([name, content]) => writeFile(path.join(dir, name), content, { mode: 0o600 })));
 }
 
-/**
- * A single-member TLS etcd with client-certificate authentication, on free ports, with its data
- * in `dir/core-etcd`. Resolves once `etcdctl endpoint health` succeeds.
- */
-export async function startCoreEtcd(dir: string): Promise<CoreEtcd> {
-  const base = path.join(dir, "core-etcd");
+/** One PKI for every member: its server certificate covers 127.0.0.1, where they all listen. */
+async function writeCoreTls(base: string): Promise<CoreTls> {
   const pki = await makeCorePki();
-  await writeFiles(path.join(base, "pki"), {
+  const dir = path.join(base, "pki");
+  await writeFiles(dir, {
     "ca.crt": pki.ca.certPem,
     "server.crt": pki.server.certPem,
     "server.key": pki.server.keyPem,
     "client.crt": pki.client.certPem,
     "client.key": pki.client.keyPem,
   });
-  const pkiFile = (name: string): string => path.join(base, "pki", name);
-  const [clientPort, peerPort] = [await freePort(), await freePort()];
-  const endpoint = `https://127.0.0.1:${clientPort}`;
-  const peerUrl = `http://127.0.0.1:${peerPort}`;
+  return {
+    pki,
+    caFile: path.join(dir, "ca.crt"),
+    certFile: path.join(dir, "client.crt"),
+    keyFile: path.join(dir, "client.key"),
+    tls: { ca: pki.ca.certPem, cert: pki.client.certPem, key: pki.client.keyPem },
+  };
+}
+
+interface MemberPlan {
+  name: string;
+  clientPort: number;
+  peerUrl: string;
+}
+
+async function planMembers(names: readonly string[]): Promise<MemberPlan[]> {
+  const plans: MemberPlan[] = [];
+  for (const name of names) plans.push({ name, clientPort: await freePort(), peerUrl: `http://127.0.0.1:${await freePort()}` });
+  return plans;
+}
+
+interface ManagedMember {
+  member: EtcdMember;
+  /** Spawns the process without waiting: a cluster's members only become healthy together. */
+  spawn(): void;
+  waitHealthy(): Promise<void>;
+}
+
+/**
+ * A member of the cluster `plans` (TLS with client-certificate authentication on its client URL,
+ * plain http between peers on 127.0.0.1), with its data in `base/<name>`.
+ */
+function etcdMember(plan: MemberPlan, plans: readonly MemberPlan[], base: string, tls: CoreTls, extraFlags: readonly string[]): ManagedMember {
+  const endpoint = `https://127.0.0.1:${plan.clientPort}`;
   const args = [
-    "--name=core",
-    `--data-dir=${path.join(base, "data")}`,
+    `--name=${plan.name}`,
+    `--data-dir=${path.join(base, plan.name)}`,
     `--listen-client-urls=${endpoint}`,
     `--advertise-client-urls=${endpoint}`,
-    `--listen-peer-urls=${peerUrl}`,
-    `--initial-advertise-peer-urls=${peerUrl}`,
-    `--initial-cluster=core=${peerUrl}`,
-    `--cert-file=${pkiFile("server.crt")}`,
-    `--key-file=${pkiFile("server.key")}`,
-    `--trusted-ca-file=${pkiFile("ca.crt")}`,
+    `--listen-peer-urls=${plan.peerUrl}`,
+    `--initial-advertise-peer-urls=${plan.peerUrl}`,
+    `--initial-cluster=${plans.map((p) => `${p.name}=${p.peerUrl}`).join(",")}`,
+    // Unique per cluster: a member of another suite's cluster that got a reused port is refused.
+    `--initial-cluster-token=${path.basename(base)}-${plans[0]!.clientPort}`,
+    `--cert-file=${path.join(base, "pki", "server.crt")}`,
+    `--key-file=${path.join(base, "pki", "server.key")}`,
+    `--trusted-ca-file=${tls.caFile}`,
     "--client-cert-auth",
     "--logger=zap",
     "--log-outputs=stderr",
+    ...extraFlags,
   ];
-  const credentials = { cacert: pkiFile("ca.crt"), cert: pkiFile("client.crt"), key: pkiFile("client.key") };
+  const credentials = { cacert: tls.caFile, cert: tls.certFile, key: tls.keyFile };
   const etcdctl = (a: readonly string[]): Promise<EtcdctlResult> => runEtcdctl(endpoint, credentials, a);
 
   let current: ManagedProcess | undefined;
-  const start = async (): Promise<void> => {
+  const spawnMember = (): void => {
     if (current !== undefined && current.process.exitCode === null && current.process.signalCode === null) {
-      throw new Error("core etcd is already running");
+      throw new Error(`etcd member ${plan.name} is already running`);
     }
-    await assertExecutable(ETCD, "install Debian's etcd-server");
-    const proc = spawnManaged(ETCD, args, { cwd: base, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
-    current = proc;
+    current = spawnManaged(ETCD, args, { cwd: base, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+  };
+  const waitHealthy = async (): Promise<void> => {
+    const proc = current!;
     await waitFor(
-      `core etcd at ${endpoint} to be healthy`,
+      `etcd member ${plan.name} at ${endpoint} to be healthy`,
       async () => {
-        if (proc.process.exitCode !== null) throw new Error(`core etcd exited with code ${proc.process.exitCode}`);
+        if (proc.process.exitCode !== null) throw new Error(`etcd member ${plan.name} exited with code ${proc.process.exitCode}`);
         // etcdctl against a closed port waits its whole dial timeout; a TCP probe first keeps
         // (re)starts at ~0.5 s instead of ~3 s.
-        if (!(await tcpAccepts(clientPort))) throw new Error(`nothing listens on ${endpoint} yet`);
+        if (!(await tcpAccepts(plan.clientPort))) throw new Error(`nothing listens on ${endpoint} yet`);
         const result = await etcdctl(["endpoint", "health"]);
         if (result.code !== 0) throw new Error(result.stderr.trim() || result.stdout.trim());
         return true;
@@ -363,17 +460,57 @@ export async function startCoreEtcd(dir: string): Promise<CoreEtcd> {
       () => proc.logs(),
     );
   };
-  await start();
-  return {
+  const member: EtcdMember = {
+    name: plan.name,
     endpoint,
-    pki,
-    caFile: credentials.cacert,
-    certFile: credentials.cert,
-    keyFile: credentials.key,
     logs: () => current?.logs() ?? "",
     stop: async () => current?.stop(),
-    start,
+    kill: async () => {
+      current?.process.kill("SIGKILL");
+      await current?.exited;
+    },
+    start: async () => {
+      spawnMember();
+      await waitHealthy();
+    },
     etcdctl,
+  };
+  return { member, spawn: spawnMember, waitHealthy };
+}
+
+/**
+ * A single-member TLS etcd with client-certificate authentication, on free ports, with its data
+ * in `dir/core-etcd`. Resolves once `etcdctl endpoint health` succeeds.
+ */
+export async function startCoreEtcd(dir: string, options: CoreEtcdOptions = {}): Promise<CoreEtcd> {
+  const base = path.join(dir, "core-etcd");
+  const tls = await writeCoreTls(base);
+  const plans = await planMembers(["core"]);
+  const { member } = etcdMember(plans[0]!, plans, base, tls, options.extraFlags ?? []);
+  await member.start();
+  return { ...member, ...tls };
+}
+
+/**
+ * A `members`-member TLS etcd cluster (client-certificate authentication on every client URL, one
+ * shared PKI), on free ports, with its data in `dir/core-cluster/<member>`. Every member is
+ * started at once (none is healthy before a quorum is up); resolves once each is healthy.
+ */
+export async function startCoreCluster(dir: string, options: CoreEtcdOptions & { members: number }): Promise<CoreCluster> {
+  const base = path.join(dir, "core-cluster");
+  const tls = await writeCoreTls(base);
+  const plans = await planMembers(Array.from({ length: options.members }, (_, i) => `core-${i}`));
+  const managed = plans.map((plan) => etcdMember(plan, plans, base, tls, options.extraFlags ?? []));
+  for (const m of managed) m.spawn();
+  await Promise.all(managed.map((m) => m.waitHealthy()));
+  const members = managed.map((m) => m.member);
+  const endpoints = members.map((m) => m.endpoint);
+  const credentials = { cacert: tls.caFile, cert: tls.certFile, key: tls.keyFile };
+  return {
+    ...tls,
+    members,
+    endpoints,
+    etcdctl: (args) => runEtcdctl(endpoints.join(","), credentials, args),
   };
 }
 
