@@ -3,6 +3,12 @@
 // other fields etcd defines are copied as they came; a field etcd does not define is dropped, as
 // etcd itself ignores it. Empty keys and empty Txn operations are refused here with etcd's own
 // errors: once prefixed they would no longer be empty, and etcd would accept them.
+//
+// A present-but-empty range_end means what it means to etcd, which depends on the path the
+// request takes there (measured on 3.5.16, test/e2e/etcd-client.test.ts): served without raft (a
+// Range, a read-only Txn) it reads as "every key from here on"; applied through raft (a
+// DeleteRange, a Txn that writes) it reaches the store absent, "this key only", because etcd
+// re-encodes the request and an empty field is not written.
 import { GrpcError, Status, frame, frameWriter } from "./grpc.ts";
 import { KEYED_REQUESTS, type EmptyRangeEnd } from "./keys.ts";
 import { checkKeySize, checkTxnDepth } from "./limits.ts";
@@ -19,7 +25,6 @@ interface KeyedMessage {
   name: string;
   keyField: number;
   rangeEndField?: number;
-  emptyRangeEnd?: EmptyRangeEnd;
   /** A lease ID to confine (PutRequest.lease). */
   leaseField?: number;
   /** A put: its value and ignore_value fields, for the quota. */
@@ -33,18 +38,17 @@ const RANGE: KeyedMessage = {
   name: "RangeRequest",
   keyField: 1,
   rangeEndField: 2,
-  emptyRangeEnd: "to-the-end",
   // limit, revision, sort_order, sort_target, serializable, keys_only, count_only, min/max mod and create revisions
   copied: { 3: V, 4: V, 5: V, 6: V, 7: V, 8: V, 9: V, 10: V, 11: V, 12: V, 13: V },
 };
 // value, prev_kv, ignore_lease (ignore_value, 5, is copied where it is read)
 const PUT: KeyedMessage = { name: "PutRequest", keyField: 1, leaseField: 3, put: { valueField: 2, ignoreValueField: 5 }, copied: { 2: L, 4: V, 6: V } };
-const DELETE_RANGE: KeyedMessage = { name: "DeleteRangeRequest", keyField: 1, rangeEndField: 2, emptyRangeEnd: "to-the-end", copied: { 3: V } };
+const DELETE_RANGE: KeyedMessage = { name: "DeleteRangeRequest", keyField: 1, rangeEndField: 2, copied: { 3: V } };
 // result, target, version, create_revision, mod_revision, value, lease (a value compared, not a lease used)
-const COMPARE: KeyedMessage = { name: "Compare", keyField: 3, rangeEndField: 64, emptyRangeEnd: "to-the-end", copied: { 1: V, 2: V, 4: V, 5: V, 6: V, 7: L, 8: V } };
+const COMPARE: KeyedMessage = { name: "Compare", keyField: 3, rangeEndField: 64, copied: { 1: V, 2: V, 4: V, 5: V, 6: V, 7: L, 8: V } };
 
 /** Writes a keyed message's translation (its bytes `[start, end)` of `buf`) into `writer`; a put is noted in `writes`. */
-function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, writes: Writes): void {
+function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, writes: Writes, empty: EmptyRangeEnd): void {
   const reader = new Reader(buf, start, end);
   let key: Buffer | undefined;
   let rangeEnd: Buffer | undefined;
@@ -79,7 +83,7 @@ function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number,
   if (key === undefined || key.length === 0) throw EMPTY_KEY();
   checkKeySize(ctx.limits, key, "a key");
   if (rangeEnd !== undefined) checkKeySize(ctx.limits, rangeEnd, "a range end");
-  const core = ctx.keyspace.range(key, rangeEnd, spec.emptyRangeEnd ?? "single-key");
+  const core = ctx.keyspace.range(key, rangeEnd, empty);
   writer.bytesField(spec.keyField, core.key);
   if (core.rangeEnd) writer.bytesField(spec.rangeEndField!, core.rangeEnd);
   if (spec.leaseField !== undefined) {
@@ -92,7 +96,18 @@ function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number,
 }
 
 /** A RequestOp: one of range 1, put 2, delete_range 3, txn 4 (the last one present counts). */
-function writeRequestOp(buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, depth: number, writes: Writes): void {
+function writeRequestOp(buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, depth: number, writes: Writes, empty: EmptyRangeEnd): void {
+  const chosen = operationOf(buf, start, end);
+  if (!chosen) throw EMPTY_OPERATION();
+  const [field, opStart, opEnd] = chosen;
+  const mark = writer.begin(field, opEnd - opStart + ctx.keyspace.prefix.length * 2);
+  if (field === 4) writeTxn(buf, opStart, opEnd, ctx, writer, depth + 1, writes, empty);
+  else writeKeyed(field === 1 ? RANGE : field === 2 ? PUT : DELETE_RANGE, buf, opStart, opEnd, ctx, writer, writes, empty);
+  writer.finish(mark);
+}
+
+/** The operation a RequestOp holds: range 1, put 2, delete_range 3, txn 4 (the last one present counts). */
+function operationOf(buf: Buffer, start: number, end: number): [field: number, start: number, end: number] | undefined {
   const reader = new Reader(buf, start, end);
   let chosen: [field: number, start: number, end: number] | undefined;
   while (reader.next()) {
@@ -103,16 +118,25 @@ function writeRequestOp(buf: Buffer, start: number, end: number, ctx: CallContex
       reader.skip();
     }
   }
-  if (!chosen) throw EMPTY_OPERATION();
-  const [field, opStart, opEnd] = chosen;
-  const mark = writer.begin(field, opEnd - opStart + ctx.keyspace.prefix.length * 2);
-  if (field === 4) writeTxn(buf, opStart, opEnd, ctx, writer, depth + 1, writes);
-  else writeKeyed(field === 1 ? RANGE : field === 2 ? PUT : DELETE_RANGE, buf, opStart, opEnd, ctx, writer, writes);
-  writer.finish(mark);
+  return chosen;
+}
+
+/** etcd's isTxnReadonly: every operation of both branches is a Range (a nested Txn is not). */
+function isReadOnlyTxn(buf: Buffer, start: number, end: number): boolean {
+  const reader = new Reader(buf, start, end);
+  while (reader.next()) {
+    if (reader.field !== 2 && reader.field !== 3) {
+      reader.skip();
+      continue;
+    }
+    reader.expect(LENGTH_DELIMITED, "TxnRequest");
+    if (operationOf(buf, ...reader.span())?.[0] !== 1) return false;
+  }
+  return true;
 }
 
 /** A TxnRequest: compare 1, success 2, failure 3, each repeated, in order. */
-function writeTxn(buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, depth: number, writes: Writes): void {
+function writeTxn(buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, depth: number, writes: Writes, empty: EmptyRangeEnd): void {
   checkTxnDepth(ctx.limits, depth);
   const branches = { success: noWrites(), failure: noWrites() };
   writes.txns.push(branches);
@@ -125,8 +149,8 @@ function writeTxn(buf: Buffer, start: number, end: number, ctx: CallContext, wri
     reader.expect(LENGTH_DELIMITED, "TxnRequest");
     const [partStart, partEnd] = reader.span();
     const mark = writer.begin(reader.field, partEnd - partStart + ctx.keyspace.prefix.length * 2);
-    if (reader.field === 1) writeKeyed(COMPARE, buf, partStart, partEnd, ctx, writer, writes);
-    else writeRequestOp(buf, partStart, partEnd, ctx, writer, depth, reader.field === 2 ? branches.success : branches.failure);
+    if (reader.field === 1) writeKeyed(COMPARE, buf, partStart, partEnd, ctx, writer, writes, empty);
+    else writeRequestOp(buf, partStart, partEnd, ctx, writer, depth, reader.field === 2 ? branches.success : branches.failure, empty);
     writer.finish(mark);
   }
 }
@@ -180,7 +204,7 @@ export const range: UnaryMethod<undefined> = {
   kind: "unary",
   keyed: KEYED_REQUESTS.RangeRequest,
   idempotent: true,
-  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(RANGE, message, 0, message.length, ctx, writer, writes)),
+  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(RANGE, message, 0, message.length, ctx, writer, writes, "to-the-end")),
   response: answer(RANGE_ANSWER, "RangeResponse"),
 };
 
@@ -188,7 +212,7 @@ export const put: UnaryMethod<undefined> = {
   kind: "unary",
   keyed: KEYED_REQUESTS.PutRequest,
   idempotent: false,
-  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(PUT, message, 0, message.length, ctx, writer, writes)),
+  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(PUT, message, 0, message.length, ctx, writer, writes, "single-key")),
   response: answer(PUT_ANSWER, "PutResponse"),
 };
 
@@ -196,7 +220,7 @@ export const deleteRange: UnaryMethod<undefined> = {
   kind: "unary",
   keyed: KEYED_REQUESTS.DeleteRangeRequest,
   idempotent: false,
-  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(DELETE_RANGE, message, 0, message.length, ctx, writer, writes)),
+  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(DELETE_RANGE, message, 0, message.length, ctx, writer, writes, "single-key")),
   response: answer(DELETE_RANGE_ANSWER, "DeleteRangeResponse"),
 };
 
@@ -204,6 +228,7 @@ export const txn: UnaryMethod<undefined> = {
   kind: "unary",
   keyed: KEYED_REQUESTS.TxnRequest,
   idempotent: false,
-  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeTxn(message, 0, message.length, ctx, writer, 1, writes)),
+  request: (message, ctx) =>
+    translate(message, ctx, (writer, writes) => writeTxn(message, 0, message.length, ctx, writer, 1, writes, isReadOnlyTxn(message, 0, message.length) ? "to-the-end" : "single-key")),
   response: answer(TXN_ANSWER, "TxnResponse"),
 };
