@@ -23,6 +23,12 @@ export class Quantity {
     const right = other.numerator * this.denominator;
     return left < right ? -1 : left > right ? 1 : 0;
   }
+
+  /** The whole units it holds, rounded down: the bytes of "1.5Ki" (1536) or of "1000.9" (1000). */
+  floor(): bigint {
+    // Both are non-negative, so truncating division rounds down.
+    return this.numerator / this.denominator;
+  }
 }
 
 /** The quantity a schema-valid value stands for; undefined for anything else. */
