@@ -64,6 +64,23 @@ test("every Kubernetes and Metacontroller object validates against the upstream 
   }
 });
 
+test("kubectl get shows each tenant's storage quota from status, where a defaulted tenant has it too; every column names a field of the schema", () => {
+  const version = find("CustomResourceDefinition").spec.versions[0];
+  const columns = version.additionalPrinterColumns as { name: string; type: string; jsonPath: string }[];
+  assert.deepEqual(columns.map((c) => c.name), ["Ready", "Reason", "Quota", "Endpoint", "Prefix", "Age"]);
+  assert.deepEqual(columns.find((c) => c.name === "Quota"), { name: "Quota", type: "string", jsonPath: ".status.quota.storage" });
+  const schema = version.schema.openAPIV3Schema;
+  for (const { name, type, jsonPath } of columns) {
+    // filters ([?(@.type=="Ready")]) select an item of the list before them
+    const fields = jsonPath.replace(/\[\?\(.*?\)\]/g, "[]").split(".").slice(1);
+    let node = schema;
+    for (const field of fields) node = field.endsWith("[]") ? node?.properties?.[field.slice(0, -2)]?.items : node?.properties?.[field];
+    const declared = jsonPath === ".metadata.creationTimestamp" ? "date" : node?.type;
+    assert.equal(declared, type, `column ${name}: ${jsonPath}`);
+  }
+  assert.deepEqual(Object.keys(schema.properties.status.properties.quota.properties), ["storage", "writeBytesPerSecond", "requestsPerSecond"]);
+});
+
 test("the CRD schema is structural, which kubernetes-models does not check (it ignores x-kubernetes-*)", () => {
   const crd = find("CustomResourceDefinition");
   const schema = crd.spec.versions[0].schema.openAPIV3Schema;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { tenantNames, MAX_TENANT_NAME_LENGTH } from "../../hooks/names.ts";
+import { QUANTITY } from "../../hooks/quantity.ts";
 import { readSpec } from "../../hooks/spec.ts";
 import { etcdStorageSchema } from "../../hooks/schema.ts";
 
@@ -63,6 +64,23 @@ const invalid: [string, unknown, RegExp][] = [
   ["a quantity in exponent form", { resources: { limits: { memory: "1e9" } } }, /^spec\.resources\.limits\.memory: must be a quantity such as/],
   ["a negative quantity", { resources: { requests: { cpu: -1 } } }, /^spec\.resources\.requests\.cpu: must be a quantity such as .* \(got -1\)$/],
   ["negative replicas", { replicas: -2 }, /^spec\.replicas: must be >= 1/],
+  // spec.quota: the shape of a value and its bounds in one message, whatever is wrong with it.
+  ["a storage quota that is not a quantity", { quota: { storage: "lots" } }, /^spec\.quota\.storage: must be a quantity of bytes such as 256Mi, 1Gi or 1073741824 \(a number and an optional suffix such as Ki, Mi, Gi, k, M or G\), from 1Mi to 8Gi \(got "lots"\)$/],
+  ["a storage quota in exponent form", { quota: { storage: "2e9" } }, /^spec\.quota\.storage: must be a quantity of bytes .* from 1Mi to 8Gi \(got "2e9"\)$/],
+  ["a storage quota a byte under 1Mi", { quota: { storage: 1048575 } }, /^spec\.quota\.storage: must be a quantity of bytes .* from 1Mi to 8Gi \(got 1048575\)$/],
+  ["a storage quota of a fraction of a byte", { quota: { storage: "500m" } }, /^spec\.quota\.storage: .* from 1Mi to 8Gi \(got "500m"\)$/],
+  ["a storage quota over 8Gi", { quota: { storage: "8.001Gi" } }, /^spec\.quota\.storage: .* from 1Mi to 8Gi \(got "8\.001Gi"\)$/],
+  ["a negative storage quota", { quota: { storage: -1 } }, /^spec\.quota\.storage: .* from 1Mi to 8Gi \(got -1\)$/],
+  ["a storage quota of another type", { quota: { storage: true } }, /^spec\.quota\.storage: must be integer/],
+  ["a write rate that is not a quantity", { quota: { writeBytesPerSecond: "fast" } }, /^spec\.quota\.writeBytesPerSecond: must be a quantity of bytes per second such as 256Ki, 1Mi or 65536 \(a number and an optional suffix such as Ki, Mi, k or M\), from 1Ki to 16Mi \(got "fast"\)$/],
+  ["a write rate a byte under 1Ki", { quota: { writeBytesPerSecond: "1023" } }, /^spec\.quota\.writeBytesPerSecond: .* from 1Ki to 16Mi \(got "1023"\)$/],
+  ["a write rate of 0.5 bytes, which rounds to none", { quota: { writeBytesPerSecond: "0.5" } }, /^spec\.quota\.writeBytesPerSecond: .* from 1Ki to 16Mi \(got "0\.5"\)$/],
+  ["a write rate over 16Mi", { quota: { writeBytesPerSecond: "17M" } }, /^spec\.quota\.writeBytesPerSecond: .* from 1Ki to 16Mi \(got "17M"\)$/],
+  ["no requests per second", { quota: { requestsPerSecond: 0 } }, /^spec\.quota\.requestsPerSecond: must be >= 1 \(got 0\)$/],
+  ["more than 100000 requests per second", { quota: { requestsPerSecond: 100001 } }, /^spec\.quota\.requestsPerSecond: must be <= 100000 \(got 100001\)$/],
+  ["a fractional request rate", { quota: { requestsPerSecond: 2.5 } }, /^spec\.quota\.requestsPerSecond: must be integer \(got 2\.5\)$/],
+  ["a request rate as a string", { quota: { requestsPerSecond: "1000" } }, /^spec\.quota\.requestsPerSecond: must be integer \(got "1000"\)$/],
+  ["a quota that is not an object", { quota: "256Mi" }, /^spec\.quota: must be object \(got "256Mi"\)$/],
   ["a destination without namespace", { clientCertSecret: [{ name: "x" }] }, /^spec\.clientCertSecret\[0\]\.namespace: is required/],
   ["a bad destination name", { caCertConfigMap: [{ name: "Bad_Name", namespace: "ns" }] }, /^spec\.caCertConfigMap\[0\]\.name: must match pattern/],
   ["a duplicate destination", { caCertConfigMap: [{ name: "a", namespace: "b" }, { name: "a", namespace: "b" }] }, /^spec\.caCertConfigMap\[1\]: duplicate entry/],
@@ -87,4 +105,36 @@ test("names: only DNS-1035 labels short enough for every child name", () => {
   for (const bad of [`${longest}c`, "1abc", "a.b", "registry/x", "a_b", "abc-"]) {
     assert.match(problems({}, bad)[0]!, /^metadata\.name must be a DNS-1035 label/, bad);
   }
+});
+
+test("quota: the bounds themselves are accepted, in any notation of the grammar", () => {
+  for (const quota of [
+    { storage: "1Mi", writeBytesPerSecond: "1Ki", requestsPerSecond: 1 },
+    { storage: "8Gi", writeBytesPerSecond: "16Mi", requestsPerSecond: 100000 },
+    { storage: 1048576, writeBytesPerSecond: 1024 },
+    { storage: "1.5Gi", writeBytesPerSecond: "0.5Mi" },
+    { storage: "1G", writeBytesPerSecond: "100k" },
+    { storage: "1048576000m" },
+    {},
+  ]) {
+    const result = readSpec(parent({ quota }), config);
+    assert.ok(result.valid, `${JSON.stringify(quota)}: ${result.valid ? "" : result.problems.join("; ")}`);
+  }
+});
+
+test("every quantity rule of the schema has the grammar hooks/quantity.ts parses", () => {
+  const formats: string[] = [];
+  const walk = (node: unknown): void => {
+    if (node === null || typeof node !== "object") return;
+    for (const { rule } of ((node as Record<string, unknown>)["x-kubernetes-validations"] ?? []) as { rule: string }[]) {
+      const format = /^string\(self\)\.matches\('([^']*)'\)/.exec(rule)?.[1];
+      // a CEL string literal: a doubled backslash is one
+      if (format !== undefined) formats.push(format.replaceAll("\\\\", "\\"));
+    }
+    for (const child of Object.values(node)) walk(child);
+  };
+  walk(etcdStorageSchema);
+  // resources' requests and limits (cpu, memory), quota's storage and writeBytesPerSecond
+  assert.equal(formats.length, 6);
+  for (const format of formats) assert.equal(format, QUANTITY.source);
 });
