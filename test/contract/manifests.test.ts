@@ -6,7 +6,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { loadAll, YAML11_SCHEMA } from "js-yaml";
-import { DEFAULTS } from "../../hooks/config.ts";
+import { DEFAULTS, loadConfig } from "../../hooks/config.ts";
 import { API_VERSION, KIND } from "../../hooks/names.ts";
 import { CHILD_TYPES } from "../../hooks/observed.ts";
 import { etcdStorageSchema } from "../../hooks/schema.ts";
@@ -95,7 +95,7 @@ test("the example EtcdStorage is valid for our own schema and for the hooks", ()
   const example = find(KIND, "sample-apiserver");
   assert.equal(example.apiVersion, API_VERSION);
   assert.deepEqual(unknownFields({ ...example, metadata: {} }, etcdStorageSchema), [], "the API server would drop these fields");
-  const result = readSpec(example, { proxyNamespace: proxyNamespace() });
+  const result = readSpec(example, hooksConfig());
   assert.ok(result.valid, result.valid ? "" : result.problems.join("\n"));
 });
 
@@ -157,6 +157,12 @@ test("the hook pods meet the restricted Pod Security Standard their namespace en
     assert.equal(find("Namespace", name).metadata.labels?.["pod-security.kubernetes.io/enforce"], "restricted", `namespace ${name}`);
   }
 });
+
+/** The configuration the hook Deployment of manifests/ runs with: it must load, as at start. */
+function hooksConfig() {
+  const container = find("Deployment", "etcdstorage-hooks").spec.template.spec.containers[0];
+  return loadConfig(Object.fromEntries((container.env ?? []).map((e: Manifest) => [e.name, e.value])));
+}
 
 function proxyNamespace(): string {
   const container = find("Deployment", "etcdstorage-hooks").spec.template.spec.containers[0];

@@ -4,8 +4,9 @@ import { tenantNames, MAX_TENANT_NAME_LENGTH } from "../../hooks/names.ts";
 import { QUANTITY } from "../../hooks/quantity.ts";
 import { readSpec } from "../../hooks/spec.ts";
 import { etcdStorageSchema } from "../../hooks/schema.ts";
+import { testConfig } from "../support/requests.ts";
 
-const config = { proxyNamespace: "kube-apiserver-storage" };
+const config = testConfig();
 const parent = (spec: unknown, name = "sample") => ({ metadata: { name }, spec });
 const problems = (spec: unknown, name = "sample") => {
   const result = readSpec(parent(spec, name), config);
@@ -13,7 +14,7 @@ const problems = (spec: unknown, name = "sample") => {
   return result.valid ? [] : result.problems;
 };
 
-test("defaults come from the schema", () => {
+test("defaults come from the schema, the quota's from the configuration", () => {
   assert.deepEqual(readSpec(parent({}), config), {
     valid: true,
     spec: {
@@ -22,6 +23,7 @@ test("defaults come from the schema", () => {
       replicas: 2,
       resources: { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } },
       deletionPolicy: "Delete",
+      quota: { storage: { quantity: "256Mi", bytes: 268435456 }, writeBytesPerSecond: { quantity: "256Ki", bytes: 262144 }, requestsPerSecond: 1000 },
       signingCertificateValidity: 87600 * 3600_000,
       servingCertificateValidity: 8760 * 3600_000,
       clientCertificateValidity: 8760 * 3600_000,
@@ -41,6 +43,34 @@ test("resources: set, they replace the default whole, as in a Pod; requests may 
   assert.deepEqual(resources({}), {});
   // A field the API server would prune never reaches the container.
   assert.deepEqual(resources({ requests: { cpu: "1", "ephemeral-storage": "1Gi" }, claims: [{ name: "x" }] }), { requests: { cpu: "1" } });
+});
+
+test("quota: each field given is in effect as written and in whole bytes, rounded down; each left out is the configured default", () => {
+  const quota = (value: unknown, defaults: Record<string, string> = {}) => {
+    const result = readSpec(parent({ quota: value }), testConfig(defaults));
+    assert.ok(result.valid, result.valid ? "" : result.problems.join("; "));
+    return result.spec.quota;
+  };
+  assert.deepEqual(quota({ storage: "1Gi", writeBytesPerSecond: "1.5Ki", requestsPerSecond: 50 }), {
+    storage: { quantity: "1Gi", bytes: 1073741824 },
+    writeBytesPerSecond: { quantity: "1.5Ki", bytes: 1536 },
+    requestsPerSecond: 50,
+  });
+  // decimal suffixes, integers, and fractions of a byte that round down
+  assert.deepEqual(quota({ storage: 5000000, writeBytesPerSecond: "2000.9" }), {
+    storage: { quantity: "5000000", bytes: 5000000 },
+    writeBytesPerSecond: { quantity: "2000.9", bytes: 2000 },
+    requestsPerSecond: 1000,
+  });
+  assert.deepEqual(quota({ storage: "1.0000001Gi", writeBytesPerSecond: "2k" }).storage, { quantity: "1.0000001Gi", bytes: 1073741931 });
+  assert.deepEqual(quota({ writeBytesPerSecond: "2k" }).writeBytesPerSecond, { quantity: "2k", bytes: 2000 });
+  // the defaults, as the configuration writes them
+  const defaults = { DEFAULT_STORAGE_QUOTA: "2G", DEFAULT_WRITE_BYTES_PER_SECOND: "1Mi", DEFAULT_REQUESTS_PER_SECOND: "300" };
+  assert.deepEqual(quota(undefined, defaults), { storage: { quantity: "2G", bytes: 2e9 }, writeBytesPerSecond: { quantity: "1Mi", bytes: 1048576 }, requestsPerSecond: 300 });
+  assert.deepEqual(quota({ requestsPerSecond: 7 }, defaults), { storage: { quantity: "2G", bytes: 2e9 }, writeBytesPerSecond: { quantity: "1Mi", bytes: 1048576 }, requestsPerSecond: 7 });
+  // The same spec read under other defaults is read again, not served from the cache.
+  assert.equal(quota({}).storage.bytes, 268435456);
+  assert.equal(quota({}, { DEFAULT_STORAGE_QUOTA: "512Mi" }).storage.bytes, 536870912);
 });
 
 test("the parent is never modified", () => {
