@@ -12,7 +12,7 @@ import { CHILD_TYPES } from "../../hooks/observed.ts";
 import { etcdStorageSchema } from "../../hooks/schema.ts";
 import { readSpec } from "../../hooks/spec.ts";
 import { buildCrd } from "../../scripts/generate-crd.ts";
-import { upstreamProblems, type Manifest } from "../support/manifests.ts";
+import { unknownFields, upstreamProblems, type Manifest } from "../support/manifests.ts";
 import { restrictedViolations } from "../support/pod-security.ts";
 
 const MANIFESTS_DIR = fileURLToPath(new URL("../../manifests/", import.meta.url));
@@ -202,15 +202,6 @@ function structuralProblems(node: Manifest, path = "openAPIV3Schema"): string[] 
   if (node.items) problems.push(...structuralProblems(node.items, `${path}.items`));
   if (typeof node.additionalProperties === "object") problems.push(...structuralProblems(node.additionalProperties, `${path}.additionalProperties`));
   return problems;
-}
-
-/** Fields the schema does not declare: the API server prunes them, so a misspelt field is silently lost. */
-function unknownFields(value: Manifest, schema: Manifest, path = ""): string[] {
-  if (Array.isArray(value)) return value.flatMap((item, i) => unknownFields(item, schema.items ?? {}, `${path}[${i}]`));
-  if (value === null || typeof value !== "object" || !schema.properties || schema["x-kubernetes-preserve-unknown-fields"]) return [];
-  return Object.entries(value).flatMap(([key, child]) =>
-    schema.properties[key] ? unknownFields(child, schema.properties[key], `${path}.${key}`) : [`${path}.${key}`],
-  );
 }
 
 function fieldExists(node: Manifest, fieldPath: string): boolean {
