@@ -1,6 +1,7 @@
 // Hook configuration, read once from the environment at start. Every check names the variable,
 // because a bad setting must stop the server before it can shape a single child.
 import { isIP } from "node:net";
+import { quotaProblem, type QuotaField } from "./spec.ts";
 
 export interface Config {
   port: number;
@@ -16,6 +17,10 @@ export interface Config {
   bodyLimitBytes: number;
   /** The project's own image (the hook server's): the proxy pods run its tenant gateway. */
   gatewayImage: string;
+  /** spec.quota's defaults, quantities as written: status.quota shows a defaulted tenant's so. */
+  defaultStorageQuota: string;
+  defaultWriteBytesPerSecond: string;
+  defaultRequestsPerSecond: number;
 }
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -33,6 +38,9 @@ export const DEFAULTS = {
   LOG_LEVEL: "info",
   BODY_LIMIT_BYTES: String(8 * 1024 * 1024),
   GATEWAY_IMAGE: "etcdstorage:0.1.0",
+  DEFAULT_STORAGE_QUOTA: "256Mi",
+  DEFAULT_WRITE_BYTES_PER_SECOND: "256Ki",
+  DEFAULT_REQUESTS_PER_SECOND: "1000",
 } as const;
 
 /** The variable each setting is read from: the start-up line and every refusal name it. */
@@ -49,6 +57,9 @@ export const VARIABLES = {
   logLevel: "LOG_LEVEL",
   bodyLimitBytes: "BODY_LIMIT_BYTES",
   gatewayImage: "GATEWAY_IMAGE",
+  defaultStorageQuota: "DEFAULT_STORAGE_QUOTA",
+  defaultWriteBytesPerSecond: "DEFAULT_WRITE_BYTES_PER_SECOND",
+  defaultRequestsPerSecond: "DEFAULT_REQUESTS_PER_SECOND",
 } as const satisfies Record<keyof Config, string>;
 
 export class ConfigError extends Error {
@@ -82,6 +93,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     logLevel: parseLogLevel(read("LOG_LEVEL")),
     bodyLimitBytes: parseBodyLimit(read("BODY_LIMIT_BYTES")),
     gatewayImage: parseGatewayImage(read("GATEWAY_IMAGE")),
+    defaultStorageQuota: parseQuotaDefault("DEFAULT_STORAGE_QUOTA", "storage", read("DEFAULT_STORAGE_QUOTA")),
+    defaultWriteBytesPerSecond: parseQuotaDefault("DEFAULT_WRITE_BYTES_PER_SECOND", "writeBytesPerSecond", read("DEFAULT_WRITE_BYTES_PER_SECOND")),
+    defaultRequestsPerSecond: parseQuotaDefault("DEFAULT_REQUESTS_PER_SECOND", "requestsPerSecond", read("DEFAULT_REQUESTS_PER_SECOND")),
   };
 }
 
@@ -190,6 +204,18 @@ function parseGatewayImage(image: string): string {
     throw new ConfigError("GATEWAY_IMAGE", `"${image}" must be an image with a tag or digest, such as ${DEFAULTS.GATEWAY_IMAGE} (the project's image: the hook server's own)`);
   }
   return image;
+}
+
+// A default is held to the bounds of the spec.quota field it stands in for, by the same schema: a
+// default no tenant could write would be refused for every tenant that relies on it.
+function parseQuotaDefault(variable: string, field: "requestsPerSecond", text: string): number;
+function parseQuotaDefault(variable: string, field: Exclude<QuotaField, "requestsPerSecond">, text: string): string;
+function parseQuotaDefault(variable: string, field: QuotaField, text: string): string | number {
+  // The schema types requestsPerSecond as an integer; anything else stays text and is refused as such.
+  const value = field === "requestsPerSecond" && /^[0-9]+$/.test(text) ? Number(text) : text;
+  const problem = quotaProblem(field, value);
+  if (problem !== undefined) throw new ConfigError(variable, `the default of spec.quota.${field} ${problem}`);
+  return value;
 }
 
 /** Every setting, as the server runs with it, by variable: for the start-up log line. Nothing in it is secret. */

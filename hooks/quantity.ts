@@ -2,8 +2,9 @@
 // EtcdStorage schema accepts: an unsigned decimal and an optional SI or binary suffix (no
 // exponent form). Compared exactly, as fractions of big integers: 0.3 and 300m are equal.
 
-// The schema's rule for a quantity (schemas/etcdstorage.v1alpha1.yaml, $defs.quantity).
-const QUANTITY = /^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE])?$/;
+// The schema's rule for a quantity (schemas/etcdstorage.v1alpha1.yaml: $defs.quantity, and the
+// rules of spec.quota that check the format and the bounds at once); a test holds each to this one.
+export const QUANTITY = /^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE])?$/;
 
 const DECIMAL_EXPONENT: Record<string, number> = { n: -9, u: -6, m: -3, "": 0, k: 3, M: 6, G: 9, T: 12, P: 15, E: 18 };
 const BINARY_EXPONENT: Record<string, number> = { Ki: 10, Mi: 20, Gi: 30, Ti: 40, Pi: 50, Ei: 60 };
@@ -22,6 +23,12 @@ export class Quantity {
     const left = this.numerator * other.denominator;
     const right = other.numerator * this.denominator;
     return left < right ? -1 : left > right ? 1 : 0;
+  }
+
+  /** The whole units it holds, rounded down: the bytes of "1.5Ki" (1536) or of "1000.9" (1000). */
+  floor(): bigint {
+    // Both are non-negative, so truncating division rounds down.
+    return this.numerator / this.denominator;
   }
 }
 

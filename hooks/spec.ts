@@ -2,6 +2,7 @@
 import type { Config } from "./config.ts";
 import { parseDuration } from "./duration.ts";
 import { LruCache } from "./lru-cache.ts";
+import { parseQuantity } from "./quantity.ts";
 import { describeErrors, etcdStorageSchema, kubernetesAjv } from "./schema.ts";
 
 export interface Destination {
@@ -18,12 +19,35 @@ export interface ResourceRequirements {
   limits?: ResourceList;
 }
 
+/** spec.quota as written: every field optional, quantities as a string or an integer. */
+export interface QuotaInput {
+  storage?: string | number;
+  writeBytesPerSecond?: string | number;
+  requestsPerSecond?: number;
+}
+
+export type QuotaField = keyof QuotaInput;
+
+/** A quantity of bytes as written (status shows it so) and in whole bytes, rounded down (the gateway's unit). */
+export interface ByteQuantity {
+  quantity: string;
+  bytes: number;
+}
+
+/** The limits in effect: spec.quota's, or the hook server's defaults where it has none. */
+export interface Quota {
+  storage: ByteQuantity;
+  writeBytesPerSecond: ByteQuantity;
+  requestsPerSecond: number;
+}
+
 export interface EtcdStorageSpec {
   caCertConfigMap: Destination[];
   clientCertSecret: Destination[];
   replicas: number;
   resources: ResourceRequirements;
   deletionPolicy: "Delete" | "Retain";
+  quota: Quota;
   /** Validities in milliseconds. */
   signingCertificateValidity: number;
   servingCertificateValidity: number;
@@ -32,21 +56,34 @@ export interface EtcdStorageSpec {
 
 export type SpecResult = { valid: true; spec: EtcdStorageSpec } | { valid: false; problems: string[]; nameValid: boolean };
 
+export type SpecConfig = Pick<Config, "proxyNamespace" | "defaultStorageQuota" | "defaultWriteBytesPerSecond" | "defaultRequestsPerSecond">;
+
 // As in the API server: defaulting first, then validation of the defaulted object.
 const applyDefaults = kubernetesAjv({ useDefaults: true }).compile(etcdStorageSchema);
-const validate = kubernetesAjv({ useDefaults: false }).compile(etcdStorageSchema);
+const validating = kubernetesAjv({ useDefaults: false });
+const validate = validating.compile(etcdStorageSchema);
+
+type SchemaNode = { properties: Record<string, SchemaNode> };
+const quotaFields = (etcdStorageSchema as unknown as SchemaNode).properties.spec!.properties.quota!.properties;
+const validateQuotaField = Object.fromEntries(Object.entries(quotaFields).map(([field, schema]) => [field, validating.compile(schema)]));
+
+/** Why a value is refused for spec.quota.<field>, in the schema's words without the field's name; undefined if it is not. */
+export function quotaProblem(field: QuotaField, value: unknown): string | undefined {
+  const check = validateQuotaField[field]!;
+  return check(value) ? undefined : describeErrors(check.errors, value, { quoteValues: true })[0];
+}
 
 // Every resync of every tenant reads the same spec again; CEL evaluation made that a third of a
 // steady-state sync. The result is a pure function of the key, and callers never modify it.
 const results = new LruCache<SpecResult>(4096, 4096 * 2048);
 
 /** Defaults and validates a parent without touching it: the observed request is read-only. */
-export function readSpec(parent: { metadata: { name: string }; spec?: unknown }, config: Pick<Config, "proxyNamespace">): SpecResult {
-  const key = JSON.stringify([config.proxyNamespace, parent.metadata.name, parent.spec ?? null]);
+export function readSpec(parent: { metadata: { name: string }; spec?: unknown }, config: SpecConfig): SpecResult {
+  const key = JSON.stringify([config.proxyNamespace, config.defaultStorageQuota, config.defaultWriteBytesPerSecond, config.defaultRequestsPerSecond, parent.metadata.name, parent.spec ?? null]);
   return structuredClone(results.getOrCompute(key, () => computeSpec(parent.metadata.name, parent.spec, config)));
 }
 
-function computeSpec(name: string, specInput: unknown, config: Pick<Config, "proxyNamespace">): SpecResult {
+function computeSpec(name: string, specInput: unknown, config: SpecConfig): SpecResult {
   const candidate = structuredClone({ metadata: { name }, spec: specInput });
   applyDefaults(candidate);
   if (!validate(candidate)) {
@@ -54,13 +91,18 @@ function computeSpec(name: string, specInput: unknown, config: Pick<Config, "pro
     const nameValid = !validate.errors!.some((error) => error.instancePath === "");
     return { valid: false, problems: describeErrors(validate.errors, candidate, { quoteValues: true }), nameValid };
   }
-  const raw = candidate.spec as Omit<EtcdStorageSpec, `${string}Validity`> & Record<`${string}Validity`, string>;
+  const raw = candidate.spec as Omit<EtcdStorageSpec, `${string}Validity` | "quota"> & Record<`${string}Validity`, string> & { quota?: QuotaInput };
   const spec: EtcdStorageSpec = {
     caCertConfigMap: raw.caCertConfigMap.map(({ name, namespace }) => ({ name, namespace })),
     clientCertSecret: raw.clientCertSecret.map(({ name, namespace }) => ({ name, namespace })),
     replicas: raw.replicas,
     resources: knownResources(raw.resources),
     deletionPolicy: raw.deletionPolicy,
+    quota: {
+      storage: byteQuantity(raw.quota?.storage ?? config.defaultStorageQuota),
+      writeBytesPerSecond: byteQuantity(raw.quota?.writeBytesPerSecond ?? config.defaultWriteBytesPerSecond),
+      requestsPerSecond: raw.quota?.requestsPerSecond ?? config.defaultRequestsPerSecond,
+    },
     signingCertificateValidity: parseDuration(raw.signingCertificateValidity)!,
     servingCertificateValidity: parseDuration(raw.servingCertificateValidity)!,
     clientCertificateValidity: parseDuration(raw.clientCertificateValidity)!,
@@ -71,6 +113,12 @@ function computeSpec(name: string, specInput: unknown, config: Pick<Config, "pro
   );
   if (intoProxyNamespace.length > 0) return { valid: false, problems: intoProxyNamespace, nameValid: true };
   return { valid: true, spec };
+}
+
+// Schema-valid (a default is held to the same schema): a quantity of at least 1Ki, so never a
+// fraction of a byte that would round to none.
+function byteQuantity(value: string | number): ByteQuantity {
+  return { quantity: String(value), bytes: Number(parseQuantity(value)!.floor()) };
 }
 
 /** Only the fields the schema declares, as the API server would have pruned the rest. */

@@ -10,7 +10,7 @@ import { checkDestinations } from "./destinations.ts";
 import { echoChildren } from "./echo.ts";
 import { tenantAddresses, tenantNames } from "./names.ts";
 import { findObject, type HookRequest, type HookResponse } from "./observed.ts";
-import { readSpec } from "./spec.ts";
+import { readSpec, type Quota } from "./spec.ts";
 import { carriesEveryTransition, proxyAvailable, ready, withTransitionTimes, type ConditionInput } from "./status.ts";
 
 /** What the hook did besides answering, for logs and metrics; never part of the response. */
@@ -94,6 +94,7 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
       status: {
         observedGeneration: generation,
         ...addresses,
+        quota: quotaStatus(spec.quota),
         conditions,
         certificates: pki.certificates,
       },
@@ -108,4 +109,9 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
       ...(stable ? { stableUntil: new Date(stableUntil) } : {}),
     },
   };
+}
+
+/** status.quota: the limits in effect as spec.quota or the configured default writes them. */
+function quotaStatus(quota: Quota) {
+  return { storage: quota.storage.quantity, writeBytesPerSecond: quota.writeBytesPerSecond.quantity, requestsPerSecond: quota.requestsPerSecond };
 }

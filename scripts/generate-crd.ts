@@ -30,6 +30,8 @@ export function buildCrd() {
           additionalPrinterColumns: [
             { name: "Ready", type: "string", jsonPath: `${READY}.status` },
             { name: "Reason", type: "string", jsonPath: `${READY}.reason` },
+            // From status, not spec: a tenant on the default has no spec.quota.
+            { name: "Quota", type: "string", jsonPath: ".status.quota.storage" },
             { name: "Endpoint", type: "string", jsonPath: ".status.endpoint" },
             { name: "Prefix", type: "string", jsonPath: ".status.prefix", priority: 1 },
             { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },

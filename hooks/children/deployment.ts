@@ -23,7 +23,7 @@ export function gatewayCommand(): string[] {
   return [NODE_BINARY, "gateway/main.ts"];
 }
 
-export function gatewayArgs(tenant: string, config: Config): string[] {
+export function gatewayArgs(tenant: string, spec: Pick<EtcdStorageSpec, "quota" | "replicas">, config: Config): string[] {
   return [
     `--tenant=${tenant}`,
     `--prefix=${tenantPrefix(config.tenantPrefixRoot, tenant)}`,
@@ -33,6 +33,11 @@ export function gatewayArgs(tenant: string, config: Config): string[] {
     `--cert-file=${MOUNTS.serverTls}/tls.crt`,
     `--key-file=${MOUNTS.serverTls}/tls.key`,
     `--trusted-ca-file=${MOUNTS.trustedCa}/ca.crt`,
+    `--quota-storage-bytes=${spec.quota.storage.bytes}`,
+    `--quota-write-bytes-per-second=${spec.quota.writeBytesPerSecond.bytes}`,
+    `--quota-requests-per-second=${spec.quota.requestsPerSecond}`,
+    // Each gateway takes its share of the tenant's rates: a change of replicas restarts them.
+    `--replicas=${spec.replicas}`,
   ];
 }
 
@@ -65,7 +70,7 @@ export function buildDeployment(tenant: string, spec: EtcdStorageSpec, config: C
               image: config.gatewayImage,
               imagePullPolicy: "IfNotPresent",
               command: gatewayCommand(),
-              args: gatewayArgs(tenant, config),
+              args: gatewayArgs(tenant, spec, config),
               workingDir: APP_DIR,
               ports: [
                 { name: "client", containerPort: CLIENT_PORT, protocol: "TCP" },

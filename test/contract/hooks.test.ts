@@ -15,7 +15,9 @@ import { buildApp } from "../../hooks/app.ts";
 import type { HookResponse, KubeObject } from "../../hooks/observed.ts";
 import { nextRequest, testConfig, unb64 } from "../support/requests.ts";
 import { restrictedViolations } from "../support/pod-security.ts";
+import { unknownFields } from "../support/manifests.ts";
 import { etcdStorageSchema } from "../../hooks/schema.ts";
+import { buildCrd } from "../../scripts/generate-crd.ts";
 
 const fixture = (name: string) => JSON.parse(readFileSync(new URL(`../fixtures/${name}`, import.meta.url), "utf8"));
 const HOOK_RESPONSE_FIELDS = new Set(["status", "children", "resyncAfterSeconds", "finalized"]);
@@ -96,6 +98,39 @@ describe("hook server contract", () => {
     assert.deepEqual(await proxyResources(), { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } });
     const custom = { requests: { cpu: "250m", memory: "256Mi" }, limits: { cpu: 1, memory: "1Gi" } };
     assert.deepEqual(await proxyResources(custom), custom);
+  });
+
+  test("status.quota: the limits in effect, as spec.quota or the configured default writes them; kubectl's Quota column shows the storage quota; nothing in status is pruned", async () => {
+    const answer = async (quota?: unknown) => {
+      const request = fixture("sync-request.json");
+      if (quota !== undefined) request.parent.spec.quota = quota;
+      const reply = await post("/sync", request);
+      assert.equal(reply.statusCode, 200, reply.body);
+      return { request, response: reply.json() as HookResponse };
+    };
+    const version = buildCrd().spec.versions[0]!;
+    const quotaColumn = version.additionalPrinterColumns.find((c) => c.name === "Quota")!;
+    const column = (status: unknown) => quotaColumn.jsonPath.split(".").slice(1).reduce((node: any, field) => node?.[field], { status });
+
+    const defaulted = await answer();
+    assert.deepEqual(defaulted.response.status.quota, { storage: "256Mi", writeBytesPerSecond: "256Ki", requestsPerSecond: 1000 });
+    assert.equal(column(defaulted.response.status), "256Mi", "a tenant without spec.quota shows the default");
+    assert.deepEqual(unknownFields({ status: defaulted.response.status }, version.schema.openAPIV3Schema), [], "the API server would prune these fields of status");
+
+    const custom = await answer({ storage: 1073741824, writeBytesPerSecond: "1.5Mi" });
+    assert.deepEqual(custom.response.status.quota, { storage: "1073741824", writeBytesPerSecond: "1.5Mi", requestsPerSecond: 1000 });
+    assert.equal(column(custom.response.status), "1073741824");
+    const gateway = (custom.response.children.find((c) => c.kind === "Deployment")!.spec as any).template.spec.containers[0];
+    assert.deepEqual(gateway.args.slice(-4), ["--quota-storage-bytes=1073741824", "--quota-write-bytes-per-second=1572864", "--quota-requests-per-second=1000", "--replicas=2"]);
+
+    // Deterministic: the answer fed back gives the same status again.
+    const again = (await post("/sync", nextRequest(custom.request, custom.response))).json() as HookResponse;
+    assert.deepEqual(again.status.quota, custom.response.status.quota);
+
+    // An invalid quota is refused by name, and the proxy keeps the flags it was started with.
+    const refused = (await post("/sync", { ...nextRequest(custom.request, custom.response), parent: { ...custom.request.parent, spec: { ...custom.request.parent.spec, quota: { storage: "1Ti" } } } })).json() as HookResponse;
+    assert.match((refused.status.conditions as { message: string }[])[0]!.message, /^spec\.quota\.storage: must be a quantity of bytes .* from 1Mi to 8Gi \(got "1Ti"\)$/);
+    assert.deepEqual(((refused.children.find((c) => c.kind === "Deployment")!.spec as any).template.spec.containers[0]).args, gateway.args);
   });
 
   test("Secrets carry base64 data only; private keys never in a ConfigMap; CA keys never leave the proxy namespace", async () => {

@@ -6,13 +6,13 @@ import { readdirSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { loadAll, YAML11_SCHEMA } from "js-yaml";
-import { DEFAULTS } from "../../hooks/config.ts";
+import { DEFAULTS, loadConfig } from "../../hooks/config.ts";
 import { API_VERSION, KIND } from "../../hooks/names.ts";
 import { CHILD_TYPES } from "../../hooks/observed.ts";
 import { etcdStorageSchema } from "../../hooks/schema.ts";
 import { readSpec } from "../../hooks/spec.ts";
 import { buildCrd } from "../../scripts/generate-crd.ts";
-import { upstreamProblems, type Manifest } from "../support/manifests.ts";
+import { unknownFields, upstreamProblems, type Manifest } from "../support/manifests.ts";
 import { restrictedViolations } from "../support/pod-security.ts";
 
 const MANIFESTS_DIR = fileURLToPath(new URL("../../manifests/", import.meta.url));
@@ -64,6 +64,23 @@ test("every Kubernetes and Metacontroller object validates against the upstream 
   }
 });
 
+test("kubectl get shows each tenant's storage quota from status, where a defaulted tenant has it too; every column names a field of the schema", () => {
+  const version = find("CustomResourceDefinition").spec.versions[0];
+  const columns = version.additionalPrinterColumns as { name: string; type: string; jsonPath: string }[];
+  assert.deepEqual(columns.map((c) => c.name), ["Ready", "Reason", "Quota", "Endpoint", "Prefix", "Age"]);
+  assert.deepEqual(columns.find((c) => c.name === "Quota"), { name: "Quota", type: "string", jsonPath: ".status.quota.storage" });
+  const schema = version.schema.openAPIV3Schema;
+  for (const { name, type, jsonPath } of columns) {
+    // filters ([?(@.type=="Ready")]) select an item of the list before them
+    const fields = jsonPath.replace(/\[\?\(.*?\)\]/g, "[]").split(".").slice(1);
+    let node = schema;
+    for (const field of fields) node = field.endsWith("[]") ? node?.properties?.[field.slice(0, -2)]?.items : node?.properties?.[field];
+    const declared = jsonPath === ".metadata.creationTimestamp" ? "date" : node?.type;
+    assert.equal(declared, type, `column ${name}: ${jsonPath}`);
+  }
+  assert.deepEqual(Object.keys(schema.properties.status.properties.quota.properties), ["storage", "writeBytesPerSecond", "requestsPerSecond"]);
+});
+
 test("the CRD schema is structural, which kubernetes-models does not check (it ignores x-kubernetes-*)", () => {
   const crd = find("CustomResourceDefinition");
   const schema = crd.spec.versions[0].schema.openAPIV3Schema;
@@ -78,7 +95,7 @@ test("the example EtcdStorage is valid for our own schema and for the hooks", ()
   const example = find(KIND, "sample-apiserver");
   assert.equal(example.apiVersion, API_VERSION);
   assert.deepEqual(unknownFields({ ...example, metadata: {} }, etcdStorageSchema), [], "the API server would drop these fields");
-  const result = readSpec(example, { proxyNamespace: proxyNamespace() });
+  const result = readSpec(example, hooksConfig());
   assert.ok(result.valid, result.valid ? "" : result.problems.join("\n"));
 });
 
@@ -141,6 +158,12 @@ test("the hook pods meet the restricted Pod Security Standard their namespace en
   }
 });
 
+/** The configuration the hook Deployment of manifests/ runs with: it must load, as at start. */
+function hooksConfig() {
+  const container = find("Deployment", "etcdstorage-hooks").spec.template.spec.containers[0];
+  return loadConfig(Object.fromEntries((container.env ?? []).map((e: Manifest) => [e.name, e.value])));
+}
+
 function proxyNamespace(): string {
   const container = find("Deployment", "etcdstorage-hooks").spec.template.spec.containers[0];
   return envOf(container, "PROXY_NAMESPACE") ?? DEFAULTS.PROXY_NAMESPACE;
@@ -179,15 +202,6 @@ function structuralProblems(node: Manifest, path = "openAPIV3Schema"): string[] 
   if (node.items) problems.push(...structuralProblems(node.items, `${path}.items`));
   if (typeof node.additionalProperties === "object") problems.push(...structuralProblems(node.additionalProperties, `${path}.additionalProperties`));
   return problems;
-}
-
-/** Fields the schema does not declare: the API server prunes them, so a misspelt field is silently lost. */
-function unknownFields(value: Manifest, schema: Manifest, path = ""): string[] {
-  if (Array.isArray(value)) return value.flatMap((item, i) => unknownFields(item, schema.items ?? {}, `${path}[${i}]`));
-  if (value === null || typeof value !== "object" || !schema.properties || schema["x-kubernetes-preserve-unknown-fields"]) return [];
-  return Object.entries(value).flatMap(([key, child]) =>
-    schema.properties[key] ? unknownFields(child, schema.properties[key], `${path}.${key}`) : [`${path}.${key}`],
-  );
 }
 
 function fieldExists(node: Manifest, fieldPath: string): boolean {

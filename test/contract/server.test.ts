@@ -36,6 +36,7 @@ describe("configuration", () => {
     // Found only when listening: the name is well formed but resolves to nothing.
     ["an unresolvable host", { ...ENDPOINTS, HOST: "not-a-host.invalid" }, /^invalid configuration: HOST: "not-a-host\.invalid" does not resolve to an address/],
     ["an address of another machine", { ...ENDPOINTS, HOST: "192.0.2.1" }, /^invalid configuration: HOST: "192\.0\.2\.1" is not an address of this machine/],
+    ["a quota default no tenant could write", { ...ENDPOINTS, DEFAULT_WRITE_BYTES_PER_SECOND: "100" }, /^invalid configuration: DEFAULT_WRITE_BYTES_PER_SECOND: the default of spec\.quota\.writeBytesPerSecond must be .* from 1Ki to 16Mi \(got "100"\)$/],
   ];
   for (const [what, env, message] of cases) {
     test(`${what}: the server exits 2 with one line naming the variable`, () => {
@@ -81,6 +82,7 @@ describe("a running server", () => {
       PORT: port,
       HOST: "127.0.0.1",
       BODY_LIMIT_BYTES: Number(DEFAULTS.BODY_LIMIT_BYTES),
+      DEFAULT_REQUESTS_PER_SECOND: Number(DEFAULTS.DEFAULT_REQUESTS_PER_SECOND),
     });
   });
 

@@ -71,10 +71,17 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
     if (secret?.data && typeof secret.data === "object") secret.data[key] = asBase64 && typeof value === "string" ? Buffer.from(value).toString("base64") : value;
   }, { toString: () => `Secret #${i} ${key} = ${JSON.stringify(value)}${asBase64 ? " (base64)" : ""}` })),
   // a spec field becomes anything (an object edited by hand, the CRD bypassed)
-  fc.tuple(fc.constantFrom("caCertConfigMap", "clientCertSecret", "signingCertificateValidity", "servingCertificateValidity", "clientCertificateValidity", "replicas", "resources", "deletionPolicy", "extra"), junk).map(
+  fc.tuple(fc.constantFrom("caCertConfigMap", "clientCertSecret", "signingCertificateValidity", "servingCertificateValidity", "clientCertificateValidity", "replicas", "resources", "deletionPolicy", "quota", "extra"), junk).map(
     ([field, value]) => Object.assign((r: HookRequest) => {
       (r.parent.spec as Record<string, unknown>)[field] = value;
     }, { toString: () => `spec.${field} = ${JSON.stringify(value)}` }),
+  ),
+  // a spec.quota field becomes anything, or a value at, just past or far past a bound
+  fc.tuple(fc.constantFrom("storage", "writeBytesPerSecond", "requestsPerSecond"), fc.oneof(junk, fc.constantFrom("1Mi", "8Gi", "8.0000001Gi", "1Ki", "1023", "0.5", "1e6", "16Mi", 1, 100000, 100001, 2.5))).map(
+    ([field, value]) => Object.assign((r: HookRequest) => {
+      const spec = r.parent.spec as Record<string, unknown>;
+      spec.quota = { ...(spec.quota as object), [field]: value };
+    }, { toString: () => `spec.quota.${field} = ${JSON.stringify(value)}` }),
   ),
   // an observed object's status or spec is anything
   fc.tuple(fc.constantFrom("Deployment.apps/v1", "Secret.v1", "ConfigMap.v1"), fc.constantFrom("status", "spec", "data"), junk).map(([type, field, value]) => Object.assign((r: HookRequest) => {

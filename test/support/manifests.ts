@@ -1,6 +1,6 @@
 // The schemas that judge the install manifests: Kubernetes' own (through kubernetes-models) and
 // Metacontroller's CompositeController fields. Shared by the checks of manifests/ as written and
-// of what kustomize builds from it.
+// of what kustomize builds from it, and of what the hooks write (the fields a schema would prune).
 import { Ajv } from "ajv";
 import { CustomResourceDefinition } from "kubernetes-models/apiextensions.k8s.io/v1";
 import { Deployment } from "kubernetes-models/apps/v1";
@@ -105,4 +105,13 @@ export function upstreamProblems(object: Manifest): string[] | undefined {
   } catch (error) {
     return [(error as Error).message];
   }
+}
+
+/** Fields the schema does not declare: the API server prunes them, so a misspelt field is silently lost. */
+export function unknownFields(value: Manifest, schema: Manifest, path = ""): string[] {
+  if (Array.isArray(value)) return value.flatMap((item, i) => unknownFields(item, schema.items ?? {}, `${path}[${i}]`));
+  if (value === null || typeof value !== "object" || !schema.properties || schema["x-kubernetes-preserve-unknown-fields"]) return [];
+  return Object.entries(value).flatMap(([key, child]) =>
+    schema.properties[key] ? unknownFields(child, schema.properties[key], `${path}.${key}`) : [`${path}.${key}`],
+  );
 }

@@ -18,6 +18,9 @@ test("defaults fill every optional setting", () => {
     logLevel: "info",
     bodyLimitBytes: 8 * 1024 * 1024,
     gatewayImage: "etcdstorage:0.1.0",
+    defaultStorageQuota: "256Mi",
+    defaultWriteBytesPerSecond: "256Ki",
+    defaultRequestsPerSecond: 1000,
   });
 });
 
@@ -43,6 +46,16 @@ const refused: [string, Record<string, string>, RegExp][] = [
   ["a gateway image whose only colon is the registry port", { GATEWAY_IMAGE: "mirror.example:5000/etcdstorage-hooks" }, /^GATEWAY_IMAGE: /],
   ["a gateway image with uppercase letters", { GATEWAY_IMAGE: "Etcdstorage:0.1.0" }, /^GATEWAY_IMAGE: /],
   ["a gateway image with a space", { GATEWAY_IMAGE: "etcdstorage:0.1.0 --privileged" }, /^GATEWAY_IMAGE: /],
+  // A quota default is refused in the words of the spec.quota field it stands in for.
+  ["a storage quota default that is not a quantity", { DEFAULT_STORAGE_QUOTA: "256MB" }, /^DEFAULT_STORAGE_QUOTA: the default of spec\.quota\.storage must be a quantity of bytes such as 256Mi, .* from 1Mi to 8Gi \(got "256MB"\)$/],
+  ["a storage quota default under 1Mi", { DEFAULT_STORAGE_QUOTA: "1000Ki" }, /^DEFAULT_STORAGE_QUOTA: .* from 1Mi to 8Gi \(got "1000Ki"\)$/],
+  ["a storage quota default over 8Gi", { DEFAULT_STORAGE_QUOTA: "10Gi" }, /^DEFAULT_STORAGE_QUOTA: .* from 1Mi to 8Gi \(got "10Gi"\)$/],
+  ["a write rate default of a fraction of a byte", { DEFAULT_WRITE_BYTES_PER_SECOND: "0.5" }, /^DEFAULT_WRITE_BYTES_PER_SECOND: the default of spec\.quota\.writeBytesPerSecond must be a quantity of bytes per second .* from 1Ki to 16Mi \(got "0\.5"\)$/],
+  ["a write rate default in exponent form", { DEFAULT_WRITE_BYTES_PER_SECOND: "1e6" }, /^DEFAULT_WRITE_BYTES_PER_SECOND: .* \(got "1e6"\)$/],
+  ["a request rate default of 0", { DEFAULT_REQUESTS_PER_SECOND: "0" }, /^DEFAULT_REQUESTS_PER_SECOND: the default of spec\.quota\.requestsPerSecond must be >= 1 \(got 0\)$/],
+  ["a request rate default over 100000", { DEFAULT_REQUESTS_PER_SECOND: "250000" }, /^DEFAULT_REQUESTS_PER_SECOND: .* must be <= 100000 \(got 250000\)$/],
+  ["a fractional request rate default", { DEFAULT_REQUESTS_PER_SECOND: "2.5" }, /^DEFAULT_REQUESTS_PER_SECOND: the default of spec\.quota\.requestsPerSecond must be integer \(got "2\.5"\)$/],
+  ["a request rate default that is a quantity", { DEFAULT_REQUESTS_PER_SECOND: "1k" }, /^DEFAULT_REQUESTS_PER_SECOND: .* must be integer \(got "1k"\)$/],
 ];
 
 for (const [what, env, message] of refused) {
@@ -81,6 +94,9 @@ const distinct: Record<keyof typeof VARIABLES, [string, unknown]> = {
   logLevel: ["warn", "warn"],
   bodyLimitBytes: ["65536", 65536],
   gatewayImage: ["registry.example/etcdstorage:0.2.0", "registry.example/etcdstorage:0.2.0"],
+  defaultStorageQuota: ["1.5Gi", "1.5Gi"],
+  defaultWriteBytesPerSecond: ["1048576", "1048576"],
+  defaultRequestsPerSecond: ["250", 250],
 };
 
 test("each setting is read from the variable VARIABLES names, and reported under it", () => {
@@ -99,4 +115,11 @@ test("listening: each system refusal names the variable to change; other errors 
   assert.match(blamed("EADDRNOTAVAIL")!, /^HOST: "10\.1\.2\.3" is not an address of this machine/);
   assert.equal(blamed("EMFILE"), undefined);
   assert.equal(listenRefusal(undefined, at), undefined);
+});
+
+test("quota defaults: the bounds of spec.quota are accepted, as written", () => {
+  const config = loadConfig({ ...base, DEFAULT_STORAGE_QUOTA: "8Gi", DEFAULT_WRITE_BYTES_PER_SECOND: "1Ki", DEFAULT_REQUESTS_PER_SECOND: "100000" });
+  assert.deepEqual([config.defaultStorageQuota, config.defaultWriteBytesPerSecond, config.defaultRequestsPerSecond], ["8Gi", "1Ki", 100000]);
+  const low = loadConfig({ ...base, DEFAULT_STORAGE_QUOTA: "1Mi", DEFAULT_WRITE_BYTES_PER_SECOND: "16Mi", DEFAULT_REQUESTS_PER_SECOND: "1" });
+  assert.deepEqual([low.defaultStorageQuota, low.defaultWriteBytesPerSecond, low.defaultRequestsPerSecond], ["1Mi", "16Mi", 1]);
 });

@@ -30,3 +30,18 @@ for (const [a, relation, b] of cases) {
 test("anything else is not a quantity", () => {
   for (const text of ["", "-1", "+1", "1e3", "1Ki2", "Mi", "1 Mi", "1mi", "0x10", "."]) assert.equal(parseQuantity(text), undefined, text);
 });
+
+test("whole units round down, exactly", () => {
+  const floors: [string | number, bigint][] = [
+    ["256Mi", 268435456n],
+    ["1.5Ki", 1536n],
+    ["1000.9", 1000n],
+    ["1.0000001Ki", 1024n],
+    ["0.5", 0n],
+    ["999m", 0n],
+    ["1k", 1000n],
+    [4096, 4096n],
+    ["8Ei", 9223372036854775808n],
+  ];
+  for (const [text, whole] of floors) assert.equal(parseQuantity(text)!.floor(), whole, String(text));
+});
