@@ -16,8 +16,7 @@ export interface GatewayConfig {
   coreCertFile: string;
   coreKeyFile: string;
   logLevel: string;
-  /** Absent when the flags are not given: no quota (the proxy Deployments always give them). */
-  quota?: { storageBytes: number; writeBytesPerSecond: number; requestsPerSecond: number };
+  quota: { storageBytes: number; writeBytesPerSecond: number; requestsPerSecond: number };
   replicas: number;
 }
 
@@ -47,9 +46,9 @@ const FLAGS = {
   "--cert": { required: true, help: "the client certificate for core etcd" },
   "--key": { required: true, help: "its private key" },
   "--log-level": { default: "info", help: "fatal, error, warn, info, debug or trace" },
-  "--quota-storage-bytes": { help: "live bytes of keys and values the tenant may store (spec.quota.storage)" },
-  "--quota-write-bytes-per-second": { help: "bytes of keys and values the tenant may write per second (spec.quota.writeBytesPerSecond)" },
-  "--quota-requests-per-second": { help: "calls and stream messages per second (spec.quota.requestsPerSecond)" },
+  "--quota-storage-bytes": { required: true, help: "live bytes of keys and values the tenant may store (spec.quota.storage)" },
+  "--quota-write-bytes-per-second": { required: true, help: "bytes of keys and values the tenant may write per second (spec.quota.writeBytesPerSecond)" },
+  "--quota-requests-per-second": { required: true, help: "calls and stream messages per second (spec.quota.requestsPerSecond)" },
   "--replicas": { default: "1", help: "the tenant's gateway replicas, which share its rates and headroom" },
 } as const satisfies Record<string, { required?: true; default?: string; help: string }>;
 
@@ -78,12 +77,7 @@ export function parseFlags(argv: readonly string[]): GatewayConfig {
     if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min) throw new ConfigError(flag, `"${text}" must be a whole number of at least ${min}: ${FLAGS[flag].help}`);
     return value;
   };
-  const quotaFlags = ["--quota-storage-bytes", "--quota-write-bytes-per-second", "--quota-requests-per-second"] as const;
-  const given = quotaFlags.filter((flag) => values.has(flag));
-  if (given.length > 0 && given.length < quotaFlags.length) {
-    const missing = quotaFlags.find((flag) => !values.has(flag))!;
-    throw new ConfigError(missing, `is required with ${given.join(", ")}: ${FLAGS[missing].help}`);
-  }
+
   const tenant = read("--tenant");
   if (!DNS_LABEL.test(tenant)) throw new ConfigError("--tenant", `"${tenant}" is not a DNS label (lowercase letters, digits, '-')`);
   const prefix = read("--prefix");
@@ -105,9 +99,7 @@ export function parseFlags(argv: readonly string[]): GatewayConfig {
     coreCertFile: read("--cert"),
     coreKeyFile: read("--key"),
     logLevel,
-    ...(given.length > 0
-      ? { quota: { storageBytes: count("--quota-storage-bytes", 1), writeBytesPerSecond: count("--quota-write-bytes-per-second", 1), requestsPerSecond: count("--quota-requests-per-second", 1) } }
-      : {}),
+    quota: { storageBytes: count("--quota-storage-bytes", 1), writeBytesPerSecond: count("--quota-write-bytes-per-second", 1), requestsPerSecond: count("--quota-requests-per-second", 1) },
     replicas: count("--replicas", 1),
   };
 }

@@ -41,17 +41,16 @@ const metrics = new GatewayMetrics(config.tenant);
 const keyspace = new TenantKeyspace(config.prefix);
 const core = new CoreConnection(config.endpoints, coreTls, log);
 const usage = new TenantUsage(core, keyspace, log);
-const quota = config.quota && new Quota({ ...config.quota, replicas: config.replicas, maxRequestBytes: DEFAULT_LIMITS.maxRequestBytes }, usage, (reason) => metrics.refused(reason));
+const quota = new Quota({ ...config.quota, replicas: config.replicas, maxRequestBytes: DEFAULT_LIMITS.maxRequestBytes }, usage, (reason) => metrics.refused(reason));
 const ctx: CallContext = {
   keyspace,
   leases: new LeaseScope(config.prefix),
   limits: DEFAULT_LIMITS,
-  storage: { usedBytes: () => usage.usedBytes, quotaBytes: () => config.quota?.storageBytes },
+  storage: { usedBytes: () => usage.usedBytes, quotaBytes: () => config.quota.storageBytes },
 };
 metrics.storage(() => usage.usedBytes, config.quota);
 const proxy = new Proxy(SERVED_METHODS, ctx, core, metrics, log, quota);
 const state: HealthState = { serving: true, usage };
-if (!quota) log.warn("no quota flags: this tenant's storage and rates are unlimited");
 
 const server = http2.createSecureServer({
   ...serving,

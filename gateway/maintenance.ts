@@ -43,8 +43,7 @@ export const status: UnaryMethod<undefined> = {
     }
     // The member that answered leads, as far as the tenant can tell: it has no cluster of its own.
     if (header) writer.bigintField(4, memberId(header));
-    const quota = ctx.storage.quotaBytes();
-    if (quota !== undefined) writer.varintField(12, quota); // dbSizeQuota
+    writer.varintField(12, ctx.storage.quotaBytes()); // dbSizeQuota
     return frame(writer);
   },
 };

@@ -26,7 +26,7 @@ export class GatewayMetrics {
   }
 
   /** The tenant's usage and quota, read when Prometheus scrapes. */
-  storage(usedBytes: () => number, quota: { storageBytes: number; writeBytesPerSecond: number; requestsPerSecond: number } | undefined): void {
+  storage(usedBytes: () => number, quota: { storageBytes: number; writeBytesPerSecond: number; requestsPerSecond: number }): void {
     new Gauge({
       name: "etcdgateway_storage_used_bytes",
       help: "Live bytes of keys and values under the tenant's prefix, as this gateway sees them",
@@ -35,7 +35,6 @@ export class GatewayMetrics {
         this.set(usedBytes());
       },
     });
-    if (!quota) return;
     const limit = new Gauge({ name: "etcdgateway_quota", help: "The tenant's quota: storage (bytes), write_bytes_per_second, requests_per_second", labelNames: ["resource"], registers: [this.registry] });
     limit.set({ resource: "storage" }, quota.storageBytes);
     limit.set({ resource: "write_bytes_per_second" }, quota.writeBytesPerSecond);

@@ -18,7 +18,7 @@ export interface CallContext {
   leases: LeaseScope;
   limits: Limits;
   /** What Status reports as the database: the tenant's own data. */
-  storage: { usedBytes(): number; quotaBytes(): number | undefined };
+  storage: { usedBytes(): number; quotaBytes(): number };
 }
 
 type KeyFields = (typeof KEYED_REQUESTS)[keyof typeof KEYED_REQUESTS];
@@ -61,9 +61,9 @@ export class Proxy {
   private readonly metrics: GatewayMetrics;
   private readonly log: Logger;
   private readonly streams = new Set<() => void>();
-  private readonly quota: Quota | undefined;
+  private readonly quota: Quota;
 
-  constructor(methods: ReadonlyMap<string, Method>, ctx: CallContext, core: CoreConnection, metrics: GatewayMetrics, log: Logger, quota?: Quota) {
+  constructor(methods: ReadonlyMap<string, Method>, ctx: CallContext, core: CoreConnection, metrics: GatewayMetrics, log: Logger, quota: Quota) {
     this.methods = methods;
     this.ctx = ctx;
     this.core = core;
@@ -111,7 +111,7 @@ export class Proxy {
       return reply(...this.describe(error, "request"));
     }
     try {
-      await this.quota?.admitCall();
+      await this.quota.admitCall();
     } catch (error) {
       return reply(...this.describe(error, "request"));
     }
@@ -123,12 +123,12 @@ export class Proxy {
         let writes: Writes | undefined;
         ({ framed, state, writes } = method.request(message, this.ctx));
         if (method.keyed) assertConfined(this.ctx.keyspace, method.keyed, framed, 5);
-        if (writes && this.quota && (writes.puts.length > 0 || writes.txns.length > 0)) reservation = await this.quota.admitWrite(writes);
+        if (writes && (writes.puts.length > 0 || writes.txns.length > 0)) reservation = await this.quota.admitWrite(writes);
       } catch (error) {
         return reply(...this.describe(error, "request"));
       }
       const answer = await this.core.call(path, headers, framed, this.ctx.limits.maxResponseBytes, stream);
-      if (reservation) this.quota!.settle(reservation, answer.code === Status.OK && answer.body ? answerRevision(answer.body) : 0);
+      if (reservation) this.quota.settle(reservation, answer.code === Status.OK && answer.body ? answerRevision(answer.body) : 0);
       if (stream.closed) return Status.CANCELLED;
       if (answer.code !== Status.OK) {
         const again = (method.retry?.(answer.code, answer.message) && attempt < MAX_GRANT_ATTEMPTS) || (answer.unanswered && method.idempotent && attempt === 1);
@@ -182,7 +182,7 @@ export class Proxy {
           }
           if (!headPaid) {
             headPaid = true;
-            const delay = this.quota?.streamDelay() ?? 0;
+            const delay = this.quota.streamDelay();
             if (delay > 0) {
               held.rate = true;
               flow();
