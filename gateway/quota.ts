@@ -9,8 +9,26 @@
 // no coordination. A call over a rate waits while that takes at most MAX_WAIT_MS (a burst is
 // smoothed rather than failed), else it is refused with RESOURCE_EXHAUSTED, as a write over the
 // storage quota is; stream messages wait as long as it takes.
+//
+// Worst-case storage overshoot. One replica never exceeds the quota: its own writes stay reserved
+// until its view of the usage has seen them. With N replicas, a replica admits growth only while
+// its view holds every write committed more than CURRENT_WITHIN_MS (1 s) ago (usage.ts), so all
+// it cannot know is what the other N-1 replicas admitted within that second: each at most a burst
+// B = max(W/N, 2 MiB) and then W/N per second, W being writeBytesPerSecond. So the tenant's live
+// bytes stay below storage + (N-1) x (B + W/N x 1 s): 2.1 MiB with the defaults and 2 replicas.
+// (During a rollout, maxSurge adds one replica with its share for as long as it lasts.)
 import { GrpcError, Status } from "./grpc.ts";
-import type { TenantUsage } from "./usage.ts";
+
+/** What the quota needs to know of the tenant's usage (usage.ts keeps it). */
+export interface UsageView {
+  readonly usedBytes: number;
+  /** The revision up to which the view has seen every write. */
+  readonly revision: number;
+  readonly counting: boolean;
+  ensureCurrent(): Promise<boolean>;
+  sizeOf(coreKey: Buffer): number;
+  onRevision(listener: (revision: number) => void): void;
+}
 
 export interface QuotaLimits {
   storageBytes: number;
@@ -68,7 +86,7 @@ export class TokenBucket {
 
 export class Quota {
   readonly limits: QuotaLimits;
-  private readonly usage: TenantUsage;
+  private readonly usage: UsageView;
   private readonly now: () => number;
   private readonly requests: TokenBucket;
   private readonly writeBytes: TokenBucket;
@@ -76,7 +94,7 @@ export class Quota {
   private reserved = 0;
   private readonly refused: (reason: Refusal) => void;
 
-  constructor(limits: QuotaLimits, usage: TenantUsage, refused: (reason: Refusal) => void, now: () => number = () => performance.now()) {
+  constructor(limits: QuotaLimits, usage: UsageView, refused: (reason: Refusal) => void, now: () => number = () => performance.now()) {
     this.limits = limits;
     this.usage = usage;
     this.refused = refused;
@@ -106,8 +124,8 @@ export class Quota {
     const bytes = bytesOf(writes);
     const reservation: Reservation = { growth, revision: 0 };
     if (growth > 0) {
-      if (!this.usage.current) {
-        throw new GrpcError(Status.UNAVAILABLE, this.usage.counting ? "etcdstorage gateway: the tenant's usage is still being counted; retry shortly" : "etcdstorage gateway: the tenant's usage is not current (core etcd's watch is late); retry shortly");
+      if (!(await this.usage.ensureCurrent())) {
+        throw new GrpcError(Status.UNAVAILABLE, this.usage.counting ? "etcdstorage gateway: the tenant's usage is still being counted; retry shortly" : "etcdstorage gateway: the tenant's usage could not be confirmed with core etcd; retry shortly");
       }
       const { storageBytes, replicas } = this.limits;
       const left = storageBytes - this.usage.usedBytes;

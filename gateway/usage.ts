@@ -2,8 +2,15 @@
 // its prefix (core keys, prefix included: what the shared etcd holds). Counted once at start
 // (pages of a Range pinned to one revision), then kept current by a watch on the prefix, so that
 // writes through other replicas, lease expiries and the cleanup Job all count. Each key's size is
-// kept, so an overwrite counts only what it adds. Progress requests on the watch keep the view's
-// age known: quota.ts admits growth only while the view is current.
+// kept, so an overwrite counts only what it adds.
+//
+// How current the view is matters when several replicas admit writes: quota.ts admits growth only
+// while every write committed more than CURRENT_WITHIN_MS ago is known to be in the view. That is
+// confirmed on demand by a linearizable read of the most recently modified key among those
+// modified after the view's revision: once the watch has delivered that key's event, the view
+// holds every live key as it was when the read was sent (a delete it has not seen yet only makes
+// the usage look larger). This needs no watch progress requests, which etcd 3.5 may defer
+// indefinitely on a watch that started in the past.
 import type { ClientHttp2Stream } from "node:http2";
 import type { Logger } from "pino";
 import { frame, frameWriter } from "./grpc.ts";
@@ -12,10 +19,10 @@ import { answerDecoder, type CoreConnection } from "./upstream.ts";
 import { LENGTH_DELIMITED, Reader, VARINT } from "./wire.ts";
 
 const PAGE = 1000;
-// How often the watch is asked where it is; a view older than STALE_AFTER_MS admits no growth.
-const PROGRESS_INTERVAL_MS = 500;
-export const STALE_AFTER_MS = 2_000;
+export const CURRENT_WITHIN_MS = 1_000;
 const RETRY_MS = 500;
+// How long a confirmation waits for the watch to deliver what the read found.
+const CATCH_UP_MS = 1_000;
 const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 
 export class TenantUsage {
@@ -24,7 +31,9 @@ export class TenantUsage {
   revision = 0;
   private readonly sizes = new Map<string, number>();
   private counted = false;
-  private heardAt = -Infinity;
+  /** Every write committed before this moment is in the view. */
+  private currentAsOf = -Infinity;
+  private confirming: Promise<boolean> | undefined;
   private stream: ClientHttp2Stream | undefined;
   private stopped = false;
   private readonly revisionListeners: ((revision: number) => void)[] = [];
@@ -50,9 +59,15 @@ export class TenantUsage {
     this.stream?.close();
   }
 
-  /** Counted, and heard from core etcd within STALE_AFTER_MS. */
-  get current(): boolean {
-    return this.counted && this.now() - this.heardAt < STALE_AFTER_MS;
+  /**
+   * Whether every write committed more than CURRENT_WITHIN_MS ago is in the view; confirmed with
+   * core etcd when the last confirmation is older than that. False when it cannot be confirmed.
+   */
+  async ensureCurrent(): Promise<boolean> {
+    if (!this.counted) return false;
+    if (this.now() - this.currentAsOf <= CURRENT_WITHIN_MS) return true;
+    this.confirming ??= this.confirm().finally(() => (this.confirming = undefined));
+    return this.confirming;
   }
 
   get counting(): boolean {
@@ -67,6 +82,24 @@ export class TenantUsage {
   /** Called with each revision the view has caught up to. */
   onRevision(listener: (revision: number) => void): void {
     this.revisionListeners.push(listener);
+  }
+
+  private async confirm(): Promise<boolean> {
+    const sentAt = this.now();
+    const request = this.rangeRequest(this.keyspace.prefix, 0, { limit: 1, keysOnly: true, latestFirst: true, modifiedAfter: this.revision });
+    const answer = await this.core.call("/etcdserverpb.KV/Range", {}, request, 64 * 1024);
+    if (answer.code !== 0 || !answer.body) return false;
+    const page = readRangePage(answer.body);
+    const latest = page.modRevisions[0] ?? 0;
+    const deadline = this.now() + CATCH_UP_MS;
+    while (this.revision < latest) {
+      if (this.now() > deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    // Every live key modified up to the read's revision is seen; what is not is a delete.
+    this.currentAsOf = Math.max(this.currentAsOf, sentAt);
+    this.setRevision(page.revision);
+    return true;
   }
 
   private async follow(recount: boolean): Promise<void> {
@@ -87,8 +120,9 @@ export class TenantUsage {
     let used = 0;
     let revision = 0;
     let start: Buffer = this.keyspace.prefix;
+    const sentAt = this.now();
     for (;;) {
-      const request = this.rangeRequest(start, revision);
+      const request = this.rangeRequest(start, revision, { limit: PAGE });
       const answer = await this.core.call("/etcdserverpb.KV/Range", {}, request, MAX_ANSWER_BYTES);
       if (answer.code !== 0 || !answer.body) throw new Error(`counting the prefix: ${answer.message || `status ${answer.code}`}`);
       const page = readRangePage(answer.body);
@@ -105,16 +139,23 @@ export class TenantUsage {
     this.usedBytes = used;
     this.setRevision(revision);
     this.counted = true;
-    this.heardAt = this.now();
+    this.currentAsOf = sentAt;
     this.log.info({ usedBytes: used, keys: sizes.size, revision }, "tenant usage counted");
   }
 
-  private rangeRequest(start: Buffer, revision: number): Buffer {
+  /** A Range from `start` to the end of the prefix. */
+  private rangeRequest(start: Buffer, revision: number, options: { limit?: number; keysOnly?: boolean; latestFirst?: boolean; modifiedAfter?: number }): Buffer {
     const writer = frameWriter(start.length + this.keyspace.prefixEnd.length + 32);
     writer.bytesField(1, start);
     writer.bytesField(2, this.keyspace.prefixEnd);
-    writer.varintField(3, PAGE);
+    if (options.limit) writer.varintField(3, options.limit);
     if (revision) writer.varintField(4, revision);
+    if (options.latestFirst) {
+      writer.varintField(5, 2); // sort_order DESCEND
+      writer.varintField(6, 3); // sort_target MOD
+    }
+    if (options.keysOnly) writer.varintField(8, 1);
+    if (options.modifiedAfter !== undefined) writer.varintField(10, options.modifiedAfter + 1); // min_mod_revision
     const framed = frame(writer);
     assertConfined(this.keyspace, KEYED_REQUESTS.RangeRequest, framed, 5);
     return framed;
@@ -135,8 +176,6 @@ export class TenantUsage {
         this.stream = stream;
         const decoder = answerDecoder(MAX_ANSWER_BYTES);
         let recount = false;
-        const progress = setInterval(() => stream.write(PROGRESS_REQUEST), PROGRESS_INTERVAL_MS);
-        progress.unref();
         stream.on("data", (chunk: Buffer) => {
           try {
             for (const message of decoder.push(chunk)) {
@@ -158,7 +197,6 @@ export class TenantUsage {
         });
         stream.on("error", () => {});
         stream.on("close", () => {
-          clearInterval(progress);
           this.stream = undefined;
           resolve(recount);
         });
@@ -179,8 +217,9 @@ export class TenantUsage {
         this.usedBytes += event.size - before;
       }
     }
-    this.heardAt = this.now();
-    this.setRevision(Math.max(answer.revision, ...answer.events.map((event) => event.revision)));
+    // Only events say how far the view has got: a watch answer's header may be ahead of events
+    // still to come (a created answer, a catch-up batch in parts).
+    for (const event of answer.events) this.setRevision(event.revision);
   }
 
   private setRevision(revision: number): void {
@@ -189,13 +228,6 @@ export class TenantUsage {
     for (const listener of this.revisionListeners) listener(revision);
   }
 }
-
-// WatchRequest{progress_request: {}}
-const PROGRESS_REQUEST = (() => {
-  const writer = frameWriter(4);
-  writer.bytesField(3, Buffer.alloc(0));
-  return frame(writer);
-})();
 
 /** A ResponseHeader's revision (field 3). */
 export function headerRevision(header: Buffer): number {
@@ -233,15 +265,24 @@ function readKeyValue(buf: Buffer, start: number, end: number): { key: Buffer; s
   return { key, size: key.length + valueBytes, revision };
 }
 
-function readRangePage(message: Buffer): { revision: number; sizes: [string, number][]; more: boolean; lastKey?: Buffer } {
+interface RangePage {
+  revision: number;
+  sizes: [string, number][];
+  modRevisions: number[];
+  more: boolean;
+  lastKey?: Buffer;
+}
+
+function readRangePage(message: Buffer): RangePage {
   const reader = new Reader(message);
-  const page: { revision: number; sizes: [string, number][]; more: boolean; lastKey?: Buffer } = { revision: 0, sizes: [], more: false };
+  const page: RangePage = { revision: 0, sizes: [], modRevisions: [], more: false };
   while (reader.next()) {
     if (reader.field === 1 && reader.wireType === LENGTH_DELIMITED) page.revision = headerRevision(reader.bytes());
     else if (reader.field === 2 && reader.wireType === LENGTH_DELIMITED) {
       const [start, end] = reader.span();
       const kv = readKeyValue(message, start, end);
       page.sizes.push([kv.key.toString("latin1"), kv.size]);
+      page.modRevisions.push(kv.revision);
       page.lastKey = kv.key;
     } else if (reader.field === 3 && reader.wireType === VARINT) page.more = reader.uint() !== 0;
     else reader.skip();
@@ -250,7 +291,6 @@ function readRangePage(message: Buffer): { revision: number; sizes: [string, num
 }
 
 interface WatchAnswer {
-  revision: number;
   canceled: boolean;
   compacted: boolean;
   events: { deleted: boolean; key: Buffer; size: number; revision: number }[];
@@ -258,10 +298,9 @@ interface WatchAnswer {
 
 function readWatchAnswer(message: Buffer): WatchAnswer {
   const reader = new Reader(message);
-  const answer: WatchAnswer = { revision: 0, canceled: false, compacted: false, events: [] };
+  const answer: WatchAnswer = { canceled: false, compacted: false, events: [] };
   while (reader.next()) {
-    if (reader.field === 1 && reader.wireType === LENGTH_DELIMITED) answer.revision = headerRevision(reader.bytes());
-    else if (reader.field === 4 && reader.wireType === VARINT) answer.canceled = reader.uint() !== 0;
+    if (reader.field === 4 && reader.wireType === VARINT) answer.canceled = reader.uint() !== 0;
     else if (reader.field === 5 && reader.wireType === VARINT) answer.compacted = reader.uint() !== 0;
     else if (reader.field === 11 && reader.wireType === LENGTH_DELIMITED) {
       const [start, end] = reader.span();

@@ -1,0 +1,170 @@
+// Issue 11: no tenant can take the shared etcd down. Core etcd runs with a small space quota
+// (--quota-backend-bytes, 32 MiB: NOSPACE there would stop the host's writes too); tenants write
+// through gateways started from the returned Deployments with their spec.quota.
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { connect, EtcdGrpcError, GrpcStatus, type EtcdClient } from "../support/etcd-client.ts";
+import { testConfig } from "../support/requests.ts";
+import { startCoreEtcd, stopAll, tempDir, type CoreEtcd } from "./harness.ts";
+import { startProxy, startTenant, type RunningTenant } from "./tenant.ts";
+
+const MiB = 1024 * 1024;
+const KiB = 1024;
+// The gateway's write-rate bucket holds at least its largest request, so any write can pass once.
+const LARGEST_REQUEST = 2 * MiB;
+// A call waits for the rate at most this long before it is refused (gateway/quota.ts).
+const MAX_WAIT_S = 1;
+const VALUE = Buffer.alloc(64 * KiB, "q");
+
+async function clientOf(tenant: RunningTenant, endpoint = tenant.endpoint): Promise<EtcdClient> {
+  const [ca, cert, key] = await Promise.all([tenant.credentials.cacert, tenant.credentials.cert, tenant.credentials.key].map((file) => readFile(file)));
+  return connect(endpoint, { ca: ca!, cert: cert!, key: key!, servername: "localhost" });
+}
+
+/** The tenant's live bytes as core etcd holds them: keys (prefix included) and values. */
+async function liveBytes(core: EtcdClient, prefix: string): Promise<number> {
+  const { kvs } = await core.kv.range({ key: prefix, range_end: Buffer.concat([Buffer.from(prefix.slice(0, -1)), Buffer.from("0")]) });
+  return kvs.reduce((sum, kv) => sum + kv.key.length + kv.value.length, 0);
+}
+
+const refusal = async (call: Promise<unknown>) => {
+  try {
+    await call;
+    return undefined;
+  } catch (error) {
+    if (error instanceof EtcdGrpcError) return error;
+    throw error;
+  }
+};
+
+/** Puts 64 KiB values under fresh keys through each client at once until every one is refused. */
+async function fill(clients: EtcdClient[], tag: string): Promise<EtcdGrpcError[]> {
+  let next = 0;
+  const refused: EtcdGrpcError[] = [];
+  await Promise.all(
+    clients.flatMap((client) =>
+      Array.from({ length: 4 }, async () => {
+        for (;;) {
+          const error = await refusal(client.kv.put({ key: `/registry/fill/${tag}-${next++}`, value: VALUE }));
+          if (!error) continue;
+          if (error.code === GrpcStatus.RESOURCE_EXHAUSTED && /storage quota/.test(error.details)) {
+            refused.push(error);
+            return;
+          }
+          if (error.code !== GrpcStatus.RESOURCE_EXHAUSTED) throw error;
+        }
+      }),
+    ),
+  );
+  return refused;
+}
+
+describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
+  let dir: string;
+  let core: CoreEtcd;
+  let host: EtcdClient;
+  let config: ReturnType<typeof testConfig>;
+  const clients: EtcdClient[] = [];
+
+  before(async () => {
+    dir = await tempDir("quota-");
+    core = await startCoreEtcd(dir, { extraFlags: [`--quota-backend-bytes=${32 * MiB}`] });
+    host = connect(core.endpoint, core.tls);
+    config = testConfig({ CORE_ETCD_ENDPOINTS: core.endpoint });
+  });
+  after(async () => {
+    for (const client of [host, ...clients]) client?.close();
+    await stopAll();
+  });
+
+  const tenant = async (name: string, spec: Record<string, unknown>) => {
+    const started = await startTenant(config, core, name, { clientCertSecret: [{ name: "etcd-client", namespace: `${name}-system` }], replicas: 1, ...spec }, path.join(dir, name));
+    const client = await clientOf(started);
+    clients.push(client);
+    return { tenant: started, client };
+  };
+  const noAlarm = async () => assert.deepEqual((await host.maintenance.alarm({ action: "GET", memberID: 0, alarm: "NONE" })).alarms, []);
+
+  test("a tenant that fills its storage quota is refused by name, and recovers by deleting; the host never notices", async () => {
+    const { client } = await tenant("full", { quota: { storage: "4Mi", writeBytesPerSecond: "16Mi", requestsPerSecond: 100000 } });
+    const [refused] = await fill([client], "full");
+    assert.match(refused!.details, /^etcdstorage gateway: storage quota exceeded: the tenant uses [\d.]+ MiB of its 4\.0 MiB quota \(spec\.quota\.storage\) and this write adds 64\.\d KiB; delete keys to write again$/);
+    const used = await liveBytes(host, "/etcdstorage/full/");
+    assert.ok(used <= 4 * MiB, `one replica never exceeds the quota (${used} bytes stored)`);
+    assert.ok(used > 4 * MiB - 2 * VALUE.length, `the quota is used up to the last write that fits (${used} bytes)`);
+
+    // The host writes on, and core etcd raised no alarm.
+    await host.kv.put({ key: "/registry/pods/default/host-pod", value: "host" });
+    await noAlarm();
+
+    // At the quota: reads and watches work, a delete works, and then writes do again.
+    assert.equal((await client.kv.range({ key: "/registry/fill/full-0" })).kvs[0]!.value.length, VALUE.length);
+    const watch = client.watch();
+    watch.create({ key: "/registry/fill/", range_end: "/registry/fill0" });
+    assert.equal((await watch.next()).created, true);
+    const deleted = await client.kv.deleteRange({ key: "/registry/fill/full-0" });
+    assert.equal(deleted.deleted, "1");
+    assert.equal((await watch.next()).events[0]!.type, "DELETE");
+    watch.cancel();
+    await client.kv.put({ key: "/registry/fill/after-delete", value: VALUE });
+    assert.ok((await liveBytes(host, "/etcdstorage/full/")) <= 4 * MiB);
+  });
+
+  test("a rewrite storm on one key is held to writeBytesPerSecond, and another tenant is unaffected", async () => {
+    const rate = 256 * KiB;
+    const { client: storm } = await tenant("storm", { quota: { storage: "64Mi", writeBytesPerSecond: "256Ki", requestsPerSecond: 100000 } });
+    const { client: other } = await tenant("other", {});
+    const seconds = 4;
+    let accepted = 0;
+    let refusedForRate = 0;
+    const deadline = Date.now() + seconds * 1000;
+    const otherLatencies: number[] = [];
+    await Promise.all([
+      ...Array.from({ length: 8 }, async () => {
+        while (Date.now() < deadline) {
+          const error = await refusal(storm.kv.put({ key: "/registry/storm/one", value: VALUE }));
+          if (!error) accepted += VALUE.length + "/etcdstorage/storm//registry/storm/one".length;
+          else if (error.code === GrpcStatus.RESOURCE_EXHAUSTED && /write rate quota/.test(error.details)) refusedForRate++;
+          else throw error;
+        }
+      }),
+      (async () => {
+        for (let i = 0; Date.now() < deadline; i++) {
+          const started = performance.now();
+          await other.kv.put({ key: `/registry/other/${i % 10}`, value: `v${i}` });
+          await other.kv.range({ key: `/registry/other/${i % 10}` });
+          otherLatencies.push(performance.now() - started);
+        }
+      })(),
+    ]);
+    // What one replica can accept in a fixed time: its burst, then the rate, plus the calls that
+    // were admitted to wait at most a second past the end (and 0.1 s for the calls on the way).
+    const bound = Math.max(rate, LARGEST_REQUEST) + rate * (seconds + MAX_WAIT_S + 0.1);
+    assert.ok(accepted <= bound, `${accepted} bytes accepted in ${seconds} s, at most ${bound}`);
+    assert.ok(accepted >= rate * seconds * 0.5, `the storm still gets its rate (${accepted} bytes in ${seconds} s)`);
+    assert.ok(refusedForRate > 0, "writes beyond the rate were refused");
+    otherLatencies.sort((a, b) => a - b);
+    assert.ok(otherLatencies.length >= 20, `the other tenant kept working (${otherLatencies.length} rounds)`);
+    assert.ok(otherLatencies[Math.floor(otherLatencies.length * 0.9)]! < 1000, `the other tenant's calls were not held (p90 ${otherLatencies[Math.floor(otherLatencies.length * 0.9)]} ms)`);
+    await noAlarm();
+  });
+
+  test("two replicas of one tenant together stay within the documented overshoot", async () => {
+    // storage + (replicas - 1) x (max(W/N, 2 MiB) + W/N x 1 s), gateway/quota.ts
+    const quota = 4 * MiB;
+    const rate = 1 * MiB;
+    const overshoot = Math.max(rate / 2, LARGEST_REQUEST) + (rate / 2) * 1;
+    const { tenant: first, client: one } = await tenant("pair", { replicas: 2, quota: { storage: "4Mi", writeBytesPerSecond: "1Mi", requestsPerSecond: 100000 } });
+    const second = await startProxy(config, first.request, first.response, path.join(dir, "pair-2"));
+    const two = await clientOf(first, `https://127.0.0.1:${second.clientPort}`);
+    clients.push(two);
+    const refused = await fill([one, two], "pair");
+    assert.equal(refused.length, 8, "every writer on both replicas was refused in the end");
+    const used = await liveBytes(host, "/etcdstorage/pair/");
+    assert.ok(used <= quota + overshoot, `${used} bytes stored; at most ${quota + overshoot} (quota ${quota} + overshoot ${overshoot})`);
+    assert.ok(used > quota / 2, `both replicas wrote up to their shares (${used} bytes)`);
+    await noAlarm();
+  });
+});
