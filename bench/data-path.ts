@@ -91,7 +91,9 @@ async function main(): Promise<void> {
   const dir = await tempDir("bench-data-path-");
   const core = await startCoreEtcd(dir);
   const config = testConfig({ CORE_ETCD_ENDPOINTS: core.endpoint, LOG_LEVEL: "silent" });
-  const tenant = await startTenant(config, core, "bench", { clientCertSecret: [{ name: "etcd-client", namespace: "bench-system" }] }, path.join(dir, "gateway"));
+  // One replica with the largest quota the schema allows: this measures the data path, not the limits.
+  const spec = { clientCertSecret: [{ name: "etcd-client", namespace: "bench-system" }], replicas: 1, quota: { storage: "8Gi", writeBytesPerSecond: "16Mi", requestsPerSecond: 100000 } };
+  const tenant = await startTenant(config, core, "bench", spec, path.join(dir, "gateway"));
   // grpc-proxy serves the same tenant certificates as the gateway, from files written from the answer.
   const secret = find(tenant.response, "Secret", config.proxyNamespace, "etcd-bench-server-tls").data as Record<string, string>;
   const trusted = find(tenant.response, "ConfigMap", config.proxyNamespace, "etcd-bench-trusted-ca").data as Record<string, string>;
