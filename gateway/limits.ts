@@ -16,8 +16,9 @@ export interface Limits {
   maxTxnDepth: number;
   /**
    * Longest lease TTL granted. Every lease lives in core etcd's memory until it expires: with the
-   * request rate, this bounds the leases a tenant can hold. kube-apiserver's leases are at most an
-   * hour (--event-ttl); a longer TTL is granted as this one, and the answer says so.
+   * request rate, this bounds the leases a tenant can hold. kube-apiserver's objects live at most
+   * an hour (--event-ttl), and its lease manager asks for that plus up to 60 s in which it reuses
+   * the lease (lease_manager.go): 3660 s. A longer TTL is granted as this one, and the answer says so.
    */
   maxLeaseTtlSeconds: number;
 }
@@ -27,7 +28,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxResponseBytes: 64 * 1024 * 1024,
   maxKeyBytes: 8 * 1024,
   maxTxnDepth: 8,
-  maxLeaseTtlSeconds: 3600,
+  maxLeaseTtlSeconds: 3660,
 };
 
 export function checkKeySize(limits: Limits, key: Uint8Array, what: string): void {

@@ -1,14 +1,15 @@
 // Running a tenant for real: the hook's answer, its proxy pod's gateway container started from
 // exactly the returned Deployment (command, args, mounted Secrets and ConfigMaps), and the API
 // server's credentials written from the returned destination Secret.
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Config } from "../../hooks/config.ts";
 import type { HookRequest, HookResponse, KubeObject } from "../../hooks/observed.ts";
 import { sync } from "../../hooks/sync.ts";
+import { connect, type EtcdClient } from "../support/etcd-client.ts";
 import { coreRelated, etcdStorage, syncRequest, unb64 } from "../support/requests.ts";
 import { fileURLToPath } from "node:url";
-import { freePort, httpGet, materializeVolumes, podSpecOf, runContainer, runEtcdctl, waitFor, type CoreEtcd, type K8sObject, type RunningContainer } from "./harness.ts";
+import { freePort, httpGet, materializeVolumes, podSpecOf, runContainer, runEtcdctl, waitFor, type CoreTls, type K8sObject, type RunningContainer } from "./harness.ts";
 
 export interface ApiServerCredentials {
   cacert: string;
@@ -27,7 +28,8 @@ export interface RunningTenant {
   etcdctl(args: readonly string[], credentials?: Partial<ApiServerCredentials>): ReturnType<typeof runEtcdctl>;
 }
 
-export function relatedFor(config: Config, core: CoreEtcd): HookRequest["related"] {
+// A single core etcd or a cluster: only its PKI goes into the request.
+export function relatedFor(config: Config, core: Pick<CoreTls, "pki">): HookRequest["related"] {
   return coreRelated(config, { ca: core.pki.ca, client: core.pki.client });
 }
 
@@ -90,7 +92,7 @@ export async function startProxy(config: Config, request: HookRequest, response:
   };
 }
 
-export async function startTenant(config: Config, core: CoreEtcd, name: string, spec: Record<string, unknown>, dir: string, now = new Date()): Promise<RunningTenant> {
+export async function startTenant(config: Config, core: Pick<CoreTls, "pki">, name: string, spec: Record<string, unknown>, dir: string, now = new Date()): Promise<RunningTenant> {
   const request = syncRequest(etcdStorage(name, spec), relatedFor(config, core));
   const { response } = await sync(request, config, now);
   const proxy = await startProxy(config, request, response, path.join(dir, "proxy"));
@@ -106,4 +108,10 @@ export async function startTenant(config: Config, core: CoreEtcd, name: string, 
     credentials,
     etcdctl: (args, override = credentials) => runEtcdctl(endpoint, { cacert: credentials.cacert, ...override } as ApiServerCredentials, args),
   };
+}
+
+/** The tests' etcd client with the API server's credentials; the serving certificate names localhost. */
+export async function connectTenant(tenant: RunningTenant): Promise<EtcdClient> {
+  const [ca, cert, key] = await Promise.all([tenant.credentials.cacert, tenant.credentials.cert, tenant.credentials.key].map((file) => readFile(file)));
+  return connect(tenant.endpoint, { ca: ca!, cert: cert!, key: key!, servername: "localhost" });
 }
