@@ -286,9 +286,12 @@ const END_OF_REQUESTS = Buffer.alloc(0);
 function readSingleMessage(stream: ServerHttp2Stream, decoder: MessageDecoder): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const messages: Buffer[] = [];
+    const refusal = (truncated: boolean) => new GrpcError(Status.INVALID_ARGUMENT, `etcdstorage gateway: a unary call carries exactly one message, got ${messages.length}${truncated ? " and a truncated one" : ""}`);
     stream.on("data", (chunk: Buffer) => {
       try {
         messages.push(...decoder.push(chunk));
+        // Refused as it arrives: a call that never ends would otherwise be held in memory message by message.
+        if (messages.length > 1) throw refusal(false);
       } catch (error) {
         reject(error);
         stream.removeAllListeners("data");
@@ -297,7 +300,7 @@ function readSingleMessage(stream: ServerHttp2Stream, decoder: MessageDecoder): 
     });
     stream.once("end", () => {
       if (messages.length === 1 && !decoder.hasPartialMessage) resolve(messages[0]!);
-      else reject(new GrpcError(Status.INVALID_ARGUMENT, `etcdstorage gateway: a unary call carries exactly one message, got ${messages.length}${decoder.hasPartialMessage ? " and a truncated one" : ""}`));
+      else reject(refusal(decoder.hasPartialMessage));
     });
     // Settled already on a normal end; only a stream closed before its end is a cancel.
     stream.once("close", () => {
