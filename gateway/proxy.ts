@@ -213,6 +213,8 @@ export class Proxy {
       }
     };
     stream.on("data", (chunk: Buffer) => {
+      // Ended: what the tenant still sends is dropped, never queued (it would be held until the tenant stops).
+      if (finished) return;
       try {
         queue.push(...fromTenant.push(chunk));
       } catch (error) {
