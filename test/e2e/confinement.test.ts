@@ -161,7 +161,7 @@ describe("confinement: a tenant reaches its own keys and leases, and nothing els
     const missing = [String((BigInt(randomInt(1, 2 ** 31)) << 31n) | BigInt(randomInt(0, 2 ** 31))), own.ID];
     const ttlBefore = await countedDown(host, hostLease, HOST_LEASE_TTL);
 
-    /** The four things a tenant can do with a lease ID, with the ID in each answer checked and then left out. */
+    /** What a tenant can do with a lease ID, with the ID in each answer checked and then left out. */
     const answers = async (id: Int64) => {
       const keepAlive = client.lease.keepAlive();
       keepAlive.keepAlive(id);
@@ -176,6 +176,7 @@ describe("confinement: a tenant reaches its own keys and leases, and nothing els
         timeToLive: { ...inspected, ID: "(asked)" },
         revoke: await client.lease.revoke({ ID: id }).then(() => "revoked", failure),
         put: await client.kv.put({ key: "/registry/events/e", value: "v", lease: id }).then(() => "put", failure),
+        txn: await client.kv.txn({ success: [{ request_put: { key: "/registry/events/e", value: "v", lease: id } }] }).then(() => "put", failure),
       };
     };
     const forHostLease = await answers(hostLease);
@@ -185,6 +186,7 @@ describe("confinement: a tenant reaches its own keys and leases, and nothing els
     assert.deepEqual(forHostLease.timeToLive.keys, []);
     assert.deepEqual(forHostLease.revoke, notFound);
     assert.deepEqual(forHostLease.put, notFound);
+    assert.deepEqual(forHostLease.txn, notFound);
     for (const id of missing) assert.deepEqual(forHostLease, await answers(id), `the host lease answers as lease ${id}, which does not exist`);
 
     const after = await host.lease.timeToLive({ ID: hostLease, keys: true });
