@@ -54,6 +54,7 @@ const countedDown = (client: EtcdClient, id: Int64, granted: number) =>
   });
 
 describe("confinement: a tenant reaches its own keys and leases, and nothing else", () => {
+  let dir: string;
   let core: CoreEtcd;
   let tenant: RunningTenant;
   let other: RunningTenant;
@@ -66,7 +67,7 @@ describe("confinement: a tenant reaches its own keys and leases, and nothing els
   let oldRevision: string;
 
   before(async () => {
-    const dir = await tempDir("confinement-");
+    dir = await tempDir("confinement-");
     core = await startCoreEtcd(dir);
     const config = testConfig({ CORE_ETCD_ENDPOINTS: core.endpoint });
     [tenant, other] = await Promise.all([startTenant(config, core, "t", spec("t"), path.join(dir, "t")), startTenant(config, core, "u", spec("u"), path.join(dir, "u"))]);
@@ -84,7 +85,6 @@ describe("confinement: a tenant reaches its own keys and leases, and nothing els
     host?.close();
     await stopAll();
   });
-
 
   test("every method that is not served answers UNIMPLEMENTED naming it, and nothing of the host changes", async () => {
     const revision = (await host.kv.range({ key: MARKER })).header!.revision;
@@ -139,6 +139,18 @@ describe("confinement: a tenant reaches its own keys and leases, and nothing els
     for (const [p, request] of refused) named(p)(await expectGrpcError(client.call(p, request), GrpcStatus.UNIMPLEMENTED));
     for (const [p, bytes] of raw) named(p)(await expectGrpcError(client.unary(p, bytes), GrpcStatus.UNIMPLEMENTED));
     named("/etcdserverpb.Maintenance/Snapshot")(await expectGrpcError(client.maintenance.snapshot(), GrpcStatus.UNIMPLEMENTED));
+    // etcd's own client (grpc-go) hears the same.
+    const etcdctl: [string[], string][] = [
+      [["compaction", revision], "/etcdserverpb.KV/Compact"],
+      [["member", "remove", BigInt(memberId).toString(16)], "/etcdserverpb.Cluster/MemberRemove"],
+      [["snapshot", "save", path.join(dir, "never.db")], "/etcdserverpb.Maintenance/Snapshot"],
+      [["defrag"], "/etcdserverpb.Maintenance/Defragment"],
+    ];
+    for (const [args, p] of etcdctl) {
+      const result = await tenant.etcdctl(args);
+      assert.notEqual(result.code, 0, args.join(" "));
+      assert.ok(result.stderr.includes(`etcdstorage gateway: method ${p} is not served to tenants`), result.stderr);
+    }
 
     assert.deepEqual(await keysOutside(host, "/etcdstorage/"), before.keys, "the host's keys: values, revisions, leases");
     const lease = await host.lease.timeToLive({ ID: hostLease, keys: true });
