@@ -109,13 +109,20 @@ describe("gateway operations: status, metrics, readiness, shutdown and logs", ()
     await client.kv.put({ key: "/metrics/a", value: "v" });
     await expectGrpcError(client.kv.put({ key: "", value: "v" }), GrpcStatus.INVALID_ARGUMENT);
     await expectGrpcError(client.kv.compact({ revision: 1 }), GrpcStatus.UNIMPLEMENTED);
+    const stranger = await tenantClient(tenant, "none");
+    await expectGrpcError(stranger.kv.put({ key: "/metrics/a", value: "v" }), GrpcStatus.UNAUTHENTICATED);
+    await expectGrpcError(stranger.unary("/made.Up/Method", Buffer.alloc(0)), GrpcStatus.UNAUTHENTICATED);
+    stranger.close();
     const after = await scrape(tenant);
     const moved = (name: string, labels: Record<string, string>) => valueOf(after, name, labels) - valueOf(before, name, labels);
     assert.equal(moved("etcdgateway_calls_total", { method: PUT, code: "OK" }), 1);
     assert.equal(moved("etcdgateway_calls_total", { method: PUT, code: "INVALID_ARGUMENT" }), 1);
     // Methods not served count under one label: a tenant cannot make up series.
     assert.equal(moved("etcdgateway_calls_total", { method: "unimplemented", code: "UNIMPLEMENTED" }), 1);
-    assert.equal(moved("etcdgateway_call_duration_seconds_count", { method: PUT }), 2);
+    // Refused for their certificate, they count too: an API server whose certificate went wrong shows.
+    assert.equal(moved("etcdgateway_calls_total", { method: PUT, code: "UNAUTHENTICATED" }), 1);
+    assert.equal(moved("etcdgateway_calls_total", { method: "unimplemented", code: "UNAUTHENTICATED" }), 1);
+    assert.equal(moved("etcdgateway_call_duration_seconds_count", { method: PUT }), 3);
     assert.ok(moved("etcdgateway_call_duration_seconds_sum", { method: PUT }) > 0);
     const buckets = after.filter((s) => s.name === "etcdgateway_call_duration_seconds_bucket" && s.labels.method === PUT);
     assert.ok(buckets.length > 5, "a histogram's buckets");
