@@ -1,6 +1,6 @@
 // gRPC over node:http2, the little of it a proxy needs: length-prefixed messages, statuses in
 // trailers, and the status codes (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md).
-import type { ServerHttp2Stream } from "node:http2";
+import { constants, type ServerHttp2Stream } from "node:http2";
 import { Writer } from "./wire.ts";
 
 export const Status = {
@@ -124,6 +124,9 @@ export function endWithStatus(stream: ServerHttp2Stream, code: number, message: 
   const status = { "grpc-status": String(code), ...(message ? { "grpc-message": encodeGrpcMessage(message) } : {}) };
   if (!stream.headersSent) {
     stream.respond({ ...RESPONSE_HEADERS, ...status }, { endStream: true });
+    // A tenant still sending is reset (RST_STREAM NO_ERROR, HTTP/2 §8.1, as grpc-go's servers do):
+    // nothing more arrives. Not after trailers: Node's client (grpc-js) loses trailers a reset follows at once.
+    if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
     return;
   }
   if (stream.writableEnded) return;

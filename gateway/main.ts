@@ -71,7 +71,12 @@ server.on("stream", (stream, headers) => {
   stream.on("error", () => {});
   const socket = stream.session?.socket as TLSSocket | undefined;
   if (!socket?.authorized) {
-    endWithStatus(stream, Status.UNAUTHENTICATED, `etcdstorage gateway: a client certificate issued by this tenant's client CA is required (${socket?.authorizationError ?? "none presented"})`);
+    // OpenSSL reports a missing certificate as UNABLE_TO_GET_ISSUER_CERT too; an empty peer certificate tells them apart.
+    const presented = Object.keys(socket?.getPeerCertificate() ?? {}).length > 0;
+    endWithStatus(stream, Status.UNAUTHENTICATED, `etcdstorage gateway: a client certificate issued by this tenant's client CA is required (${presented ? socket?.authorizationError : "none presented"})`);
+    // Counted as any call is (a method not served under one label): an API server whose certificate went wrong shows on /metrics.
+    const path = String(headers[":path"]);
+    metrics.call(SERVED_METHODS.has(path) ? path : "unimplemented", Status.UNAUTHENTICATED, 0);
     return;
   }
   if (headers[":method"] !== "POST" || !String(headers["content-type"] ?? "").startsWith("application/grpc")) {

@@ -213,6 +213,8 @@ export class Proxy {
       }
     };
     stream.on("data", (chunk: Buffer) => {
+      // Ended: what the tenant still sends is dropped, never queued (it would be held until the tenant stops).
+      if (finished) return;
       try {
         queue.push(...fromTenant.push(chunk));
       } catch (error) {
@@ -286,9 +288,12 @@ const END_OF_REQUESTS = Buffer.alloc(0);
 function readSingleMessage(stream: ServerHttp2Stream, decoder: MessageDecoder): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const messages: Buffer[] = [];
+    const refusal = (truncated: boolean) => new GrpcError(Status.INVALID_ARGUMENT, `etcdstorage gateway: a unary call carries exactly one message, got ${messages.length}${truncated ? " and a truncated one" : ""}`);
     stream.on("data", (chunk: Buffer) => {
       try {
         messages.push(...decoder.push(chunk));
+        // Refused as it arrives: a call that never ends would otherwise be held in memory message by message.
+        if (messages.length > 1) throw refusal(false);
       } catch (error) {
         reject(error);
         stream.removeAllListeners("data");
@@ -297,7 +302,7 @@ function readSingleMessage(stream: ServerHttp2Stream, decoder: MessageDecoder): 
     });
     stream.once("end", () => {
       if (messages.length === 1 && !decoder.hasPartialMessage) resolve(messages[0]!);
-      else reject(new GrpcError(Status.INVALID_ARGUMENT, `etcdstorage gateway: a unary call carries exactly one message, got ${messages.length}${decoder.hasPartialMessage ? " and a truncated one" : ""}`));
+      else reject(refusal(decoder.hasPartialMessage));
     });
     // Settled already on a normal end; only a stream closed before its end is a cancel.
     stream.once("close", () => {

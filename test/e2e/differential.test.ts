@@ -13,11 +13,11 @@
 // refused as "duplicate key" through a prefix, because etcd's duplicate check reads "\0" literally.
 // DIFF_SEED=<n> runs another sequence; a failure prints its seed and the operation.
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { testConfig } from "../support/requests.ts";
 import { connect, EtcdGrpcError, type Compare, type EtcdClient, type Int64, type KeyValue, type LeaseKeepAliveStream, type RequestOp, type TxnRequest, type WatchResponse, type WatchStream } from "../support/etcd-client.ts";
+import { everyKey, keysOutside, tenantClient } from "./gateway-kit.ts";
 import { startCoreEtcd, stopAll, tempDir, type CoreEtcd } from "./harness.ts";
 import { startTenant, type RunningTenant } from "./tenant.ts";
 
@@ -107,8 +107,7 @@ describe("differential: through the gateway, etcd answers as etcd", () => {
 
   for (const seed of SEEDS) {
     test(`seed ${seed}: ${OPERATIONS} operations give the same answers, watch events and stored keys`, { timeout: 120_000 }, async () => {
-      const [ca, cert, key] = await Promise.all([tenant.credentials.cacert, tenant.credentials.cert, tenant.credentials.key].map((file) => readFile(file)));
-      const gatewayClient = connect(tenant.endpoint, { ca: ca!, cert: cert!, key: key!, servername: "localhost" });
+      const gatewayClient = await tenantClient(tenant);
       const referenceClient = connect(reference.endpoint, reference.tls);
       // Each seed starts from empty keyspaces on both sides.
       await gatewayClient.kv.deleteRange({ key: "\0", range_end: "\0" });
@@ -178,15 +177,10 @@ describe("differential: through the gateway, etcd answers as etcd", () => {
   }
 
   test("every core key outside the prefix is byte-identical before and after", async () => {
-    const after = (await everyKey(host)).filter((kv) => !kv.key.toString("latin1").startsWith(PREFIX));
+    const after = await keysOutside(host, PREFIX);
     assert.deepEqual(after, hostBefore);
   });
 });
-
-/** Every key of an etcd, with its whole KeyValue. */
-async function everyKey(client: EtcdClient): Promise<KeyValue[]> {
-  return (await client.kv.range({ key: "\0", range_end: "\0" })).kvs;
-}
 
 // ---- operations ----
 
