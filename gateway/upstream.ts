@@ -76,13 +76,25 @@ export class CoreConnection {
       let statusMessage = "";
       let failure: GrpcError | undefined;
       let answered = false;
+      let settled = false;
       const cancel = () => upstream.close(constants.NGHTTP2_CANCEL);
       caller?.once("close", cancel);
+      // The answer is complete once the readable side ended (every DATA frame read, trailers
+      // in): waiting for the stream's 'close' as well would keep the tenant waiting longer.
+      const finish = () => {
+        if (settled) return;
+        settled = true;
+        caller?.removeListener("close", cancel);
+        if (failure) resolve({ code: failure.code, message: failure.message });
+        else if (code === undefined || Number.isNaN(code)) resolve({ code: Status.UNAVAILABLE, message: "etcdstorage gateway: the connection to core etcd was lost before it answered", unanswered: !answered });
+        else resolve({ code, message: statusMessage, ...(body ? { body } : {}) });
+      };
       upstream.on("response", (responseHeaders) => {
         answered = true;
         if (responseHeaders["grpc-status"] !== undefined) {
           code = Number(responseHeaders["grpc-status"]);
           statusMessage = decodeGrpcMessage(responseHeaders["grpc-message"] as string | undefined);
+          finish();
         }
       });
       upstream.on("data", (chunk: Buffer) => {
@@ -97,13 +109,9 @@ export class CoreConnection {
         code = Number(trailers["grpc-status"]);
         statusMessage = decodeGrpcMessage(trailers["grpc-message"] as string | undefined);
       });
+      upstream.on("end", finish);
       upstream.on("error", () => {}); // 'close' reports it
-      upstream.on("close", () => {
-        caller?.removeListener("close", cancel);
-        if (failure) resolve({ code: failure.code, message: failure.message });
-        else if (code === undefined || Number.isNaN(code)) resolve({ code: Status.UNAVAILABLE, message: "etcdstorage gateway: the connection to core etcd was lost before it answered", unanswered: !answered });
-        else resolve({ code, message: statusMessage, ...(body ? { body } : {}) });
-      });
+      upstream.on("close", finish);
       upstream.end(framed);
     });
   }
