@@ -58,7 +58,7 @@ export class TenantKeyspace {
 
   /** Whether a core key belongs to the tenant: it starts with the prefix. */
   isKeyInside(coreKey: Uint8Array): boolean {
-    return coreKey.length >= this.prefix.length && this.prefix.equals(coreKey.subarray(0, this.prefix.length));
+    return coreKey.length >= this.prefix.length && this.prefix.compare(coreKey, 0, this.prefix.length) === 0;
   }
 
   /**
@@ -73,8 +73,14 @@ export class TenantKeyspace {
 
   /** The tenant's view of a core key: without the prefix. A key outside it throws. */
   strip(coreKey: Buffer): Buffer {
-    if (!this.isKeyInside(coreKey)) throw new OutsidePrefix("core etcd returned a key outside the tenant's prefix");
-    return coreKey.subarray(this.prefix.length);
+    return coreKey.subarray(this.strippedStart(coreKey, 0, coreKey.length));
+  }
+
+  /** Where the tenant's key starts in a core key held at `buf[start, end)`; a key outside the prefix throws. */
+  strippedStart(buf: Buffer, start: number, end: number): number {
+    const length = this.prefix.length;
+    if (end - start < length || this.prefix.compare(buf, start, start + length) !== 0) throw new OutsidePrefix("core etcd returned a key outside the tenant's prefix");
+    return start + length;
   }
 }
 

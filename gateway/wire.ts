@@ -208,8 +208,16 @@ export class Writer {
     this.pos += length;
   }
 
+  /** A bytes field whose value is `source[start, end)`. */
+  bytesFieldFrom(field: number, source: Buffer, start: number, end: number): void {
+    this.tag(field, LENGTH_DELIMITED);
+    this.uint(end - start);
+    this.raw(source, start, end);
+  }
+
   /** Copies bytes as they are (a whole field, tag included, read with `Reader.rawField`). */
   raw(source: Buffer, start: number, end: number): void {
+    if (end <= start) return;
     this.reserve(end - start);
     source.copy(this.buf, this.pos, start, end);
     this.pos += end - start;
