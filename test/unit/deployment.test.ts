@@ -51,3 +51,18 @@ test("--replicas follows spec.replicas, which the Deployment runs", () => {
     assert.equal(deployment.spec.template.spec.containers[0].args.at(-1), `--replicas=${replicas}`);
   }
 });
+
+test("the young generation follows the memory limit: a sixteenth of it, from 1 to 16 MiB", () => {
+  const command = (resources: unknown) => {
+    const config = testConfig();
+    const read = readSpec({ metadata: { name: "t" }, spec: resources === undefined ? {} : { resources } }, config);
+    assert.ok(read.valid, read.valid ? "" : read.problems.join("; "));
+    return (buildDeployment("t", read.spec, config) as any).spec.template.spec.containers[0].command;
+  };
+  assert.deepEqual(command(undefined), ["/usr/local/bin/node", "--max-semi-space-size=16", "gateway/main.ts"], "the default 256Mi limit");
+  assert.equal(command({ limits: { memory: "128Mi" } })[1], "--max-semi-space-size=8");
+  assert.equal(command({ limits: { memory: "100M" } })[1], "--max-semi-space-size=5");
+  assert.equal(command({ limits: { memory: "8Mi" } })[1], "--max-semi-space-size=1");
+  assert.equal(command({ limits: { memory: "4Gi" } })[1], "--max-semi-space-size=16");
+  assert.equal(command({ requests: { memory: "64Mi" } })[1], "--max-semi-space-size=16", "no limit");
+});
