@@ -93,6 +93,10 @@ await new Promise<void>((resolve, reject) => {
   session.once("error", reject);
 });
 session.setLocalWindowSize(32 << 20);
+session.on("error", (error) => {
+  process.stderr.write(`connection to ${options.endpoint} failed: ${error.message}\n`);
+  process.exit(1);
+});
 
 const latencies: number[] = [];
 let failures = 0;
@@ -102,7 +106,11 @@ const call = (body: Buffer) =>
     const started = performance.now();
     const stream = session.request({ ":method": "POST", ":path": PATHS[options.kind], "content-type": "application/grpc", te: "trailers" });
     let status: string | undefined;
-    stream.on("response", (headers) => (status ??= headers["grpc-status"] as string | undefined));
+    let httpStatus: unknown;
+    stream.on("response", (headers) => {
+      httpStatus = headers[":status"];
+      status ??= headers["grpc-status"] as string | undefined;
+    });
     stream.on("trailers", (trailers) => (status = trailers["grpc-status"] as string));
     stream.on("data", () => {});
     stream.on("error", () => {});
@@ -110,7 +118,7 @@ const call = (body: Buffer) =>
       if (status === "0") latencies.push(performance.now() - started);
       else {
         failures++;
-        firstFailure ||= `status ${status}`;
+        firstFailure ||= status === undefined ? `HTTP ${String(httpStatus)} without a gRPC status` : `gRPC status ${status}`;
       }
       resolve();
     });

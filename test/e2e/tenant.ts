@@ -65,7 +65,14 @@ export interface RunningProxy {
 }
 
 /** Starts the proxy pod's container from an answer, exactly as returned, and waits until it is ready. */
-export async function startProxy(config: Config, request: HookRequest, response: HookResponse, dir: string, options: { waitReady?: boolean } = {}): Promise<RunningProxy> {
+export interface ProxyOptions {
+  /** Wait until /readyz answers 200 (default). */
+  waitReady?: boolean;
+  /** What runs the container's /usr/local/bin/node: this Node, unless a wrapper is given (the benchmark's memory cgroup). */
+  nodeBinary?: string;
+}
+
+export async function startProxy(config: Config, request: HookRequest, response: HookResponse, dir: string, options: ProxyOptions = {}): Promise<RunningProxy> {
   const tenant = request.parent.metadata.name;
   const deployment = find(response, "Deployment", config.proxyNamespace, `etcd-${tenant}`);
   const podSpec = podSpecOf(deployment as K8sObject);
@@ -76,7 +83,7 @@ export async function startProxy(config: Config, request: HookRequest, response:
     namespace: config.proxyNamespace,
     objects: objectsOf(request, response),
     dir,
-    binaries: { "/usr/local/bin/node": process.execPath },
+    binaries: { "/usr/local/bin/node": options.nodeBinary ?? process.execPath },
     ports: { 2379: clientPort, 2381: healthPort },
     extraPaths: { "/app": REPO_ROOT },
   });
@@ -92,10 +99,10 @@ export async function startProxy(config: Config, request: HookRequest, response:
   };
 }
 
-export async function startTenant(config: Config, core: Pick<CoreTls, "pki">, name: string, spec: Record<string, unknown>, dir: string, now = new Date()): Promise<RunningTenant> {
+export async function startTenant(config: Config, core: Pick<CoreTls, "pki">, name: string, spec: Record<string, unknown>, dir: string, now = new Date(), options: ProxyOptions = {}): Promise<RunningTenant> {
   const request = syncRequest(etcdStorage(name, spec), relatedFor(config, core));
   const { response } = await sync(request, config, now);
-  const proxy = await startProxy(config, request, response, path.join(dir, "proxy"));
+  const proxy = await startProxy(config, request, response, path.join(dir, "proxy"), options);
   const destination = (spec.clientCertSecret as { name: string; namespace: string }[])[0]!;
   const credentials = await writeCredentials(find(response, "Secret", destination.namespace, destination.name), path.join(dir, "apiserver"));
   const endpoint = `https://127.0.0.1:${proxy.clientPort}`;
