@@ -34,16 +34,16 @@ interface KeyedMessage {
 
 const V = VARINT;
 const L = LENGTH_DELIMITED;
-const RANGE: KeyedMessage = {
+const RANGE = {
   name: "RangeRequest",
   keyField: 1,
   rangeEndField: 2,
   // limit, revision, sort_order, sort_target, serializable, keys_only, count_only, min/max mod and create revisions
   copied: { 3: V, 4: V, 5: V, 6: V, 7: V, 8: V, 9: V, 10: V, 11: V, 12: V, 13: V },
-};
+} as const satisfies KeyedMessage;
 // value, prev_kv, ignore_lease (ignore_value, 5, is copied where it is read)
-const PUT: KeyedMessage = { name: "PutRequest", keyField: 1, leaseField: 3, put: { valueField: 2, ignoreValueField: 5 }, copied: { 2: L, 4: V, 6: V } };
-const DELETE_RANGE: KeyedMessage = { name: "DeleteRangeRequest", keyField: 1, rangeEndField: 2, copied: { 3: V } };
+const PUT = { name: "PutRequest", keyField: 1, leaseField: 3, put: { valueField: 2, ignoreValueField: 5 }, copied: { 2: L, 4: V, 6: V } } as const satisfies KeyedMessage;
+const DELETE_RANGE = { name: "DeleteRangeRequest", keyField: 1, rangeEndField: 2, copied: { 3: V } } as const satisfies KeyedMessage;
 // result, target, version, create_revision, mod_revision, value, lease (a value compared, not a lease used)
 const COMPARE: KeyedMessage = { name: "Compare", keyField: 3, rangeEndField: 64, copied: { 1: V, 2: V, 4: V, 5: V, 6: V, 7: L, 8: V } };
 
@@ -200,29 +200,24 @@ function answer(fields: AnswerFields, name: string) {
   };
 }
 
-export const range: UnaryMethod<undefined> = {
-  kind: "unary",
-  keyed: KEYED_REQUESTS.RangeRequest,
-  idempotent: true,
-  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(RANGE, message, 0, message.length, ctx, writer, writes, "to-the-end")),
-  response: answer(RANGE_ANSWER, "RangeResponse"),
-};
+/**
+ * Range, Put and DeleteRange: one keyed request, one answer. A read may be retried on another
+ * endpoint, and reads an empty range_end as "to the end"; a write does neither (measured, keys.ts).
+ */
+function keyedMethod(request: KeyedMessage & { name: "RangeRequest" | "PutRequest" | "DeleteRangeRequest" }, answerFields: AnswerFields, answerName: string, read: boolean): UnaryMethod<undefined> {
+  const emptyRangeEnd: EmptyRangeEnd = read ? "to-the-end" : "single-key";
+  return {
+    kind: "unary",
+    keyed: KEYED_REQUESTS[request.name],
+    idempotent: read,
+    request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(request, message, 0, message.length, ctx, writer, writes, emptyRangeEnd)),
+    response: answer(answerFields, answerName),
+  };
+}
 
-export const put: UnaryMethod<undefined> = {
-  kind: "unary",
-  keyed: KEYED_REQUESTS.PutRequest,
-  idempotent: false,
-  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(PUT, message, 0, message.length, ctx, writer, writes, "single-key")),
-  response: answer(PUT_ANSWER, "PutResponse"),
-};
-
-export const deleteRange: UnaryMethod<undefined> = {
-  kind: "unary",
-  keyed: KEYED_REQUESTS.DeleteRangeRequest,
-  idempotent: false,
-  request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(DELETE_RANGE, message, 0, message.length, ctx, writer, writes, "single-key")),
-  response: answer(DELETE_RANGE_ANSWER, "DeleteRangeResponse"),
-};
+export const range = keyedMethod(RANGE, RANGE_ANSWER, "RangeResponse", true);
+export const put = keyedMethod(PUT, PUT_ANSWER, "PutResponse", false);
+export const deleteRange = keyedMethod(DELETE_RANGE, DELETE_RANGE_ANSWER, "DeleteRangeResponse", false);
 
 export const txn: UnaryMethod<undefined> = {
   kind: "unary",
