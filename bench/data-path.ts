@@ -4,10 +4,14 @@
 // and the tenant gateway started from the Deployment the sync hook returns.
 // Loads: create (the compare-and-swap Txn kube-apiserver's create sends, 1 KiB values), get of one
 // key, list pages of 100. Each (load, target) runs ROUNDS times, interleaved; the median counts.
-// Prints a table and writes it to bench/RESULTS-data-path.md.
+// Prints a table and writes it to bench/RESULTS-data-path-<layout>.md.
+// Layouts (BENCH_DATA_LAYOUT): "own-core" (the default on two or more CPUs) runs core etcd and the
+// load generator on CPU 0 and the target on CPU 1, as in a cluster, where the proxy pod's node is
+// neither etcd's nor the API server's; "shared" lets all three share every CPU, so that what a
+// target spends is taken from etcd.
 // Environment: BENCH_DATA_SECONDS (default 5) per run, BENCH_DATA_ROUNDS (default 3), BENCH_DATA_LOADS.
-import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -27,6 +31,8 @@ const KINDS = ALL_KINDS.filter((kind) => (process.env.BENCH_DATA_LOADS ?? ALL_KI
 // Issue 10: at least what nginx + grpc-proxy measured here (0.63 / 0.54 / 0.87 of core), at least
 // 0.55 / 0.5 / 0.8, aiming at 0.8 for all three.
 const FLOOR: Record<(typeof ALL_KINDS)[number], number> = { create: 0.55, get: 0.5, list: 0.8 };
+const LAYOUT = process.env.BENCH_DATA_LAYOUT ?? (os.cpus().length >= 2 ? "own-core" : "shared");
+if (LAYOUT !== "own-core" && LAYOUT !== "shared") throw new Error(`BENCH_DATA_LAYOUT must be own-core or shared, not ${LAYOUT}`);
 const LOAD = fileURLToPath(new URL("./etcd-load.ts", import.meta.url));
 
 interface Target {
@@ -63,6 +69,7 @@ function runLoad(target: Target, kind: "seed" | (typeof ALL_KINDS)[number], work
   return new Promise((resolve, reject) => {
     const before = target.pid ? cpuSeconds(target.pid) : 0;
     const child = spawn(process.execPath, [LOAD, JSON.stringify(options)], { stdio: ["ignore", "pipe", "inherit"] });
+    if (LAYOUT === "own-core") pin(child.pid!, "0");
     // A target that died leaves calls hanging: the run ends with an error instead.
     const guard = setTimeout(() => child.kill("SIGKILL"), (SECONDS + 60) * 1000);
     let out = "";
@@ -77,6 +84,14 @@ function runLoad(target: Target, kind: "seed" | (typeof ALL_KINDS)[number], work
   });
 }
 
+/** What this script started beside the harness's processes, stopped at the end (else they keep it running). */
+const ownChildren: { child: ChildProcess; signal: NodeJS.Signals }[] = [];
+process.on("exit", () => ownChildren.forEach(({ child, signal }) => child.kill(signal)));
+
+async function stopOwnChildren(): Promise<void> {
+  await Promise.all(ownChildren.map(({ child, signal }) => (child.exitCode !== null || child.signalCode !== null ? undefined : new Promise((resolve) => (child.once("exit", resolve), child.kill(signal))))));
+}
+
 /** etcd's grpc-proxy with --namespace; serving the tenant's mTLS itself, or plain gRPC on loopback behind nginx. */
 async function startGrpcProxy(dir: string, name: string, core: Awaited<ReturnType<typeof startCoreEtcd>>, serving?: { cert: string; key: string; trustedCa: string }): Promise<{ port: number; pid: number }> {
   const [port, metricsPort] = [await freePort(), await freePort()];
@@ -88,7 +103,7 @@ async function startGrpcProxy(dir: string, name: string, core: Awaited<ReturnTyp
     `--listen-addr=127.0.0.1:${port}`, `--advertise-client-url=${serving ? "https" : "http"}://127.0.0.1:${port}`, ...tls,
     `--metrics-addr=http://127.0.0.1:${metricsPort}`, `--data-dir=${path.join(dir, name)}`,
   ], { stdio: "ignore" });
-  process.on("exit", () => child.kill("SIGKILL"));
+  ownChildren.push({ child, signal: "SIGKILL" });
   await waitFor(`${name} ready`, async () => (await httpGet(`http://127.0.0.1:${metricsPort}/health`).catch(() => undefined))?.status === 200);
   return { port, pid: child.pid! };
 }
@@ -130,7 +145,7 @@ http {
   writeFileSync(path.join(prefix, "nginx.conf"), conf);
   const child = spawn(nginx, ["-p", `${prefix}/`, "-c", path.join(prefix, "nginx.conf"), "-e", "stderr"], { stdio: "ignore" });
   // SIGTERM: nginx's master then stops its workers too.
-  process.on("exit", () => child.kill("SIGTERM"));
+  ownChildren.push({ child, signal: "SIGTERM" });
   await waitFor("nginx listening", async () => {
     const net = await import("node:net");
     return new Promise<boolean>((resolve) => {
@@ -175,6 +190,23 @@ function memoryCgroup(dir: string, limitBytes: number): { wrapper: string; peakM
   }
 }
 
+/** The processes whose command line holds `text`, from /proc. */
+function processesWith(text: string): number[] {
+  return readdirSync("/proc").filter((entry) => /^\d+$/.test(entry)).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(text);
+    } catch {
+      return false; // gone meanwhile
+    }
+  }).map(Number);
+}
+
+/** Pins a process, every thread of it and of its children (nginx's workers), to `cpus`. */
+function pin(pid: number, cpus: string): void {
+  const children = readdirSync(`/proc/${pid}/task`).flatMap((task) => readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim().split(" ").filter(Boolean));
+  for (const each of [String(pid), ...children]) execFileSync("taskset", ["-apc", cpus, each], { stdio: "ignore" });
+}
+
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 const fixed = (value: number, digits = 0) => (Number.isFinite(value) ? value.toFixed(digits) : "—");
 
@@ -206,6 +238,10 @@ async function main(): Promise<void> {
     ...(replaced ? [{ name: "nginx + grpc-proxy", endpoint: replaced.endpoint, ca: cacert, cert, key, keyBase: "" }] : []),
     gateway,
   ];
+  if (LAYOUT === "own-core") {
+    for (const pid of processesWith(`--data-dir=${path.join(dir, "core-etcd")}`)) pin(pid, "0");
+    for (const pid of [gateway.pid!, proxy.pid, ...(replaced?.pids ?? [])]) pin(pid, "1");
+  }
   for (const target of targets) {
     const seeded = await runLoad(target, "seed", "seed");
     if (seeded.failures > 0) throw new Error(`seeding ${target.name} failed: ${seeded.firstFailure}`);
@@ -224,7 +260,7 @@ async function main(): Promise<void> {
   const gatewayPid = gateway.pid!;
   const lines = [
     `Measured with \`npm run bench\` (bench/data-path.ts, bench/etcd-load.ts): ${SECONDS} s per run, ${ROUNDS} rounds interleaved, the median shown; 32 calls in flight on one HTTP/2 connection with mTLS; ${SEEDED} objects of 1 KiB seeded per target.`,
-    `Machine: ${os.cpus().length} × ${os.cpus()[0]?.model.trim()}, Node ${process.version}, ${execFileSync(ETCD, ["--version"]).toString().split("\n")[0]}. Load generator, target and core etcd share the machine.`,
+    `Machine: ${os.cpus().length} × ${os.cpus()[0]?.model.trim()}, Node ${process.version}, ${execFileSync(ETCD, ["--version"]).toString().split("\n")[0]}. ${LAYOUT === "own-core" ? "Layout own-core: core etcd and the load generator on CPU 0, the target alone on CPU 1 (as on a cluster, where the proxy pod has a node of its own)." : "Layout shared: load generator, target and core etcd share every CPU (what a target spends is taken from etcd)."}`,
     "",
     ...(replaced ? [] : ["nginx is not installed here: the replaced path (nginx + grpc-proxy) is not measured.", ""]),
     "| load | target | ops/s | p50 ms | p99 ms | of core | target's CPU |",
@@ -251,8 +287,8 @@ async function main(): Promise<void> {
   );
   const text = lines.join("\n");
   process.stdout.write(`\n${text}\n`);
-  writeFileSync(new URL("./RESULTS-data-path.md", import.meta.url), `${text}\n`);
-  await stopAll();
+  writeFileSync(new URL(`./RESULTS-data-path-${LAYOUT}.md`, import.meta.url), `${text}\n`);
+  await Promise.all([stopAll(), stopOwnChildren()]);
   cgroup?.remove();
 }
 
