@@ -20,10 +20,13 @@ const MOUNTS = {
   trustedCa: "/etc/etcd-gateway/trusted-ca",
 } as const;
 
-// V8 sizes its young generation from the container's memory limit: in a 256Mi pod it gets a few
-// MiB, and the answers of a paged list (about 100 KiB each) then go through major collections.
-// A sixteenth of the limit, at most 16 MiB, measured in `npm run bench`: list +14 to +20%, the
-// cgroup's peak 145 of 256 MiB.
+// Two V8 settings for a process that moves 100 KiB answers through Buffers (external memory),
+// measured in `npm run bench` (README, Data-path performance):
+// - the young generation: V8 sizes it from the container's memory limit, a few MiB in a 256Mi pod,
+//   which sent the answers of a paged list through major collections. A sixteenth of the limit,
+//   at most 16 MiB.
+// - external memory counted in the heap's global limit: otherwise every 64 MiB of Buffers forces
+//   a full collection (one every ~50 ms under list), a third of the gateway's CPU.
 const MAX_SEMI_SPACE_MIB = 16;
 const MEMORY_PER_SEMI_SPACE = 16;
 
@@ -31,7 +34,7 @@ export function gatewayCommand(resources: ResourceRequirements): string[] {
   const limit = resources.limits?.memory;
   const limitMiB = limit === undefined ? Infinity : Number(parseQuantity(limit)!.floor() >> 20n);
   const semiSpaceMiB = Math.max(1, Math.min(MAX_SEMI_SPACE_MIB, Math.floor(limitMiB / MEMORY_PER_SEMI_SPACE)));
-  return [NODE_BINARY, `--max-semi-space-size=${semiSpaceMiB}`, "gateway/main.ts"];
+  return [NODE_BINARY, `--max-semi-space-size=${semiSpaceMiB}`, "--external-memory-accounted-in-global-limit", "gateway/main.ts"];
 }
 
 export function gatewayArgs(tenant: string, spec: Pick<EtcdStorageSpec, "quota" | "replicas">, config: Config): string[] {
