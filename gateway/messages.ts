@@ -42,27 +42,24 @@ export function writeStrippedKeyValue(reader: Reader, field: number, keyspace: T
   let runStart = start;
   let runEnd = start;
   while (kv.next()) {
+    const wireType = KEY_VALUE_FIELDS[kv.field];
+    if (wireType !== undefined) {
+      const [fieldStart, fieldEnd] = kv.rawField(wireType, "KeyValue");
+      if (fieldStart !== runEnd) {
+        writer.raw(buf, runStart, runEnd);
+        runStart = fieldStart;
+      }
+      runEnd = fieldEnd;
+      continue;
+    }
+    // The key (rewritten) or an unknown field (dropped) ends a run of copied fields.
+    writer.raw(buf, runStart, runEnd);
     if (kv.field === 1) {
       kv.expect(LENGTH_DELIMITED, "KeyValue");
       const [keyStart, keyEnd] = kv.span();
-      writer.raw(buf, runStart, runEnd);
       writer.bytesFieldFrom(1, buf, keyspace.strippedStart(buf, keyStart, keyEnd), keyEnd);
-      runStart = runEnd = kv.pos;
-      continue;
-    }
-    const wireType = KEY_VALUE_FIELDS[kv.field];
-    if (wireType === undefined) {
-      kv.skip();
-      writer.raw(buf, runStart, runEnd);
-      runStart = runEnd = kv.pos;
-      continue;
-    }
-    const [fieldStart, fieldEnd] = kv.rawField(wireType, "KeyValue");
-    if (fieldStart !== runEnd) {
-      writer.raw(buf, runStart, runEnd);
-      runStart = fieldStart;
-    }
-    runEnd = fieldEnd;
+    } else kv.skip();
+    runStart = runEnd = kv.pos;
   }
   writer.raw(buf, runStart, runEnd);
   writer.finish(mark);
