@@ -76,14 +76,12 @@ export class CoreConnection {
       let statusMessage = "";
       let failure: GrpcError | undefined;
       let answered = false;
-      let settled = false;
       const cancel = () => upstream.close(constants.NGHTTP2_CANCEL);
       caller?.once("close", cancel);
       // The answer is complete once the readable side ended (every DATA frame read, trailers
       // in): waiting for the stream's 'close' as well would keep the tenant waiting longer.
+      // Called again by 'close' after 'end': resolving twice is a no-op.
       const finish = () => {
-        if (settled) return;
-        settled = true;
         caller?.removeListener("close", cancel);
         if (failure) resolve({ code: failure.code, message: failure.message });
         else if (code === undefined || Number.isNaN(code)) resolve({ code: Status.UNAVAILABLE, message: "etcdstorage gateway: the connection to core etcd was lost before it answered", unanswered: !answered });
