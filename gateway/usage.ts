@@ -36,7 +36,7 @@ export class TenantUsage {
   private confirming: Promise<boolean> | undefined;
   private stream: ClientHttp2Stream | undefined;
   private stopped = false;
-  private readonly revisionListeners: ((revision: number) => void)[] = [];
+  private readonly revisionListeners = new Set<(revision: number) => void>();
   private readonly core: CoreConnection;
   private readonly keyspace: TenantKeyspace;
   private readonly log: Logger;
@@ -81,7 +81,7 @@ export class TenantUsage {
 
   /** Called with each revision the view has caught up to. */
   onRevision(listener: (revision: number) => void): void {
-    this.revisionListeners.push(listener);
+    this.revisionListeners.add(listener);
   }
 
   private async confirm(): Promise<boolean> {
@@ -90,16 +90,26 @@ export class TenantUsage {
     const answer = await this.core.call("/etcdserverpb.KV/Range", {}, request, 64 * 1024);
     if (answer.code !== 0 || !answer.body) return false;
     const page = readRangePage(answer.body);
-    const latest = page.modRevisions[0] ?? 0;
-    const deadline = this.now() + CATCH_UP_MS;
-    while (this.revision < latest) {
-      if (this.now() > deadline) return false;
-      await new Promise((resolve) => setTimeout(resolve, 2));
-    }
+    if (!(await this.reached(page.modRevisions[0] ?? 0, CATCH_UP_MS))) return false;
     // Every live key modified up to the read's revision is seen; what is not is a delete.
     this.currentAsOf = Math.max(this.currentAsOf, sentAt);
     this.setRevision(page.revision);
     return true;
+  }
+
+  /** Whether the view reaches `revision` within `ms`. */
+  private reached(revision: number, ms: number): Promise<boolean> {
+    if (this.revision >= revision) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.revisionListeners.delete(listener);
+        resolve(ok);
+      };
+      const listener = (seen: number) => seen >= revision && done(true);
+      const timer = setTimeout(() => done(false), ms);
+      this.revisionListeners.add(listener);
+    });
   }
 
   private async follow(recount: boolean): Promise<void> {
