@@ -10,13 +10,13 @@
 // neither etcd's nor the API server's; "shared" lets all three share every CPU, so that what a
 // target spends is taken from etcd.
 // Environment: BENCH_DATA_SECONDS (default 5) per run, BENCH_DATA_ROUNDS (default 3), BENCH_DATA_LOADS.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { ETCD, freePort, httpGet, startCoreEtcd, stopAll, tempDir, waitFor } from "../test/e2e/harness.ts";
+import { ETCD, freePort, httpGet, spawnManaged, startCoreEtcd, stopAll, tcpAccepts, tempDir, waitFor } from "../test/e2e/harness.ts";
 import { find, startTenant } from "../test/e2e/tenant.ts";
 import { parseQuantity } from "../hooks/quantity.ts";
 import { readSpec } from "../hooks/spec.ts";
@@ -84,28 +84,22 @@ function runLoad(target: Target, kind: "seed" | (typeof ALL_KINDS)[number], work
   });
 }
 
-/** What this script started beside the harness's processes, stopped at the end (else they keep it running). */
-const ownChildren: { child: ChildProcess; signal: NodeJS.Signals }[] = [];
-process.on("exit", () => ownChildren.forEach(({ child, signal }) => child.kill(signal)));
-
-async function stopOwnChildren(): Promise<void> {
-  await Promise.all(ownChildren.map(({ child, signal }) => (child.exitCode !== null || child.signalCode !== null ? undefined : new Promise((resolve) => (child.once("exit", resolve), child.kill(signal))))));
-}
+// grpc-proxy and nginx, started as the harness starts etcd: stopAll() stops them too.
+const PROCESS_OPTIONS = { cwd: os.tmpdir(), env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } };
 
 /** etcd's grpc-proxy with --namespace; serving the tenant's mTLS itself, or plain gRPC on loopback behind nginx. */
 async function startGrpcProxy(dir: string, name: string, core: Awaited<ReturnType<typeof startCoreEtcd>>, serving?: { cert: string; key: string; trustedCa: string }): Promise<{ port: number; pid: number }> {
   const [port, metricsPort] = [await freePort(), await freePort()];
   const tls = serving ? [`--cert-file=${serving.cert}`, `--key-file=${serving.key}`, `--trusted-ca-file=${serving.trustedCa}`] : [];
-  const child = spawn(ETCD, [
+  const managed = spawnManaged(ETCD, [
     "grpc-proxy", "start",
     `--endpoints=${core.endpoint}`, `--cacert=${core.caFile}`, `--cert=${core.certFile}`, `--key=${core.keyFile}`,
     `--namespace=/etcdstorage/${name}/`,
     `--listen-addr=127.0.0.1:${port}`, `--advertise-client-url=${serving ? "https" : "http"}://127.0.0.1:${port}`, ...tls,
     `--metrics-addr=http://127.0.0.1:${metricsPort}`, `--data-dir=${path.join(dir, name)}`,
-  ], { stdio: "ignore" });
-  ownChildren.push({ child, signal: "SIGKILL" });
+  ], PROCESS_OPTIONS);
   await waitFor(`${name} ready`, async () => (await httpGet(`http://127.0.0.1:${metricsPort}/health`).catch(() => undefined))?.status === 200);
-  return { port, pid: child.pid! };
+  return { port, pid: managed.process.pid! };
 }
 
 /**
@@ -143,17 +137,10 @@ http {
 }
 `;
   writeFileSync(path.join(prefix, "nginx.conf"), conf);
-  const child = spawn(nginx, ["-p", `${prefix}/`, "-c", path.join(prefix, "nginx.conf"), "-e", "stderr"], { stdio: "ignore" });
-  // SIGTERM: nginx's master then stops its workers too.
-  ownChildren.push({ child, signal: "SIGTERM" });
-  await waitFor("nginx listening", async () => {
-    const net = await import("node:net");
-    return new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, "127.0.0.1", () => (socket.destroy(), resolve(true)));
-      socket.on("error", () => resolve(false));
-    });
-  });
-  return { endpoint: `https://127.0.0.1:${port}`, pids: [child.pid!, proxy.pid] };
+  // Stopped with SIGTERM: nginx's master then stops its workers too.
+  const managed = spawnManaged(nginx, ["-p", `${prefix}/`, "-c", path.join(prefix, "nginx.conf"), "-e", "stderr"], PROCESS_OPTIONS);
+  await waitFor("nginx listening", () => tcpAccepts(port));
+  return { endpoint: `https://127.0.0.1:${port}`, pids: [managed.process.pid!, proxy.pid] };
 }
 
 /**
@@ -288,7 +275,7 @@ async function main(): Promise<void> {
   const text = lines.join("\n");
   process.stdout.write(`\n${text}\n`);
   writeFileSync(new URL(`./RESULTS-data-path-${LAYOUT}.md`, import.meta.url), `${text}\n`);
-  await Promise.all([stopAll(), stopOwnChildren()]);
+  await stopAll();
   cgroup?.remove();
 }
 

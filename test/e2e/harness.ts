@@ -167,7 +167,8 @@ interface SpawnedProcess extends ManagedProcess {
 // background process) holding the pipes open must not make `exited` hang.
 const CLOSE_AFTER_EXIT_MS = 1_000;
 
-function spawnManaged(file: string, args: readonly string[], options: SpawnOptions): SpawnedProcess {
+/** Starts a process that `stopAll()` stops (SIGTERM, then SIGKILL) and a dying test process takes along. */
+export function spawnManaged(file: string, args: readonly string[], options: SpawnOptions): SpawnedProcess {
   const child = spawn(file, args, {
     cwd: options.cwd,
     env: options.env,
