@@ -1,6 +1,7 @@
 // gRPC over node:http2, the little of it a proxy needs: length-prefixed messages, statuses in
 // trailers, and the status codes (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md).
 import { constants, type ServerHttp2Stream } from "node:http2";
+import { giveBack, takeBuffer } from "./buffers.ts";
 import { Writer } from "./wire.ts";
 
 export const Status = {
@@ -82,12 +83,12 @@ export class MessageDecoder {
   }
 
   private peek(n: number): Buffer {
-    if (this.pending[0]!.length < n) this.pending = [Buffer.concat(this.pending)];
+    if (this.pending[0]!.length < n) this.join();
     return this.pending[0]!;
   }
 
   private take(n: number): Buffer {
-    if (this.pending[0]!.length < n) this.pending = [Buffer.concat(this.pending)];
+    if (this.pending[0]!.length < n) this.join();
     const first = this.pending[0]!;
     this.pendingBytes -= n;
     if (first.length === n) {
@@ -96,6 +97,14 @@ export class MessageDecoder {
     }
     this.pending[0] = first.subarray(n);
     return first.subarray(0, n);
+  }
+
+  /** The pending chunks as one buffer (from the pool: a page of a list spans several DATA frames). */
+  private join(): void {
+    const whole = takeBuffer(this.pendingBytes);
+    let at = 0;
+    for (const chunk of this.pending) at += chunk.copy(whole, at);
+    this.pending = [whole.subarray(0, at)];
   }
 }
 
@@ -139,7 +148,18 @@ export function sendUnary(stream: ServerHttp2Stream, framed: Buffer): void {
   if (stream.closed || stream.destroyed) return;
   stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
   stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
-  stream.end(framed);
+  writeFrame(stream, framed);
+  stream.end();
+}
+
+/**
+ * Writes a frame and gives its buffer back to the pool once http2 has written it. Only then:
+ * until a write completes, http2 sends straight from the buffer.
+ */
+export function writeFrame(stream: ServerHttp2Stream, framed: Buffer): boolean {
+  return stream.write(framed, (error) => {
+    if (!error) giveBack(framed);
+  });
 }
 
 const OK_TRAILERS = { "grpc-status": "0" } as const;

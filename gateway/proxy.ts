@@ -3,7 +3,8 @@
 // assertConfined (keys.ts) right before they are sent: nothing outside the prefix leaves.
 import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import type { Logger } from "pino";
-import { GrpcError, MessageDecoder, RESPONSE_HEADERS, Status, decodeGrpcMessage, endWithStatus, sendUnary, validTimeout } from "./grpc.ts";
+import { giveBack } from "./buffers.ts";
+import { GrpcError, MessageDecoder, RESPONSE_HEADERS, Status, decodeGrpcMessage, endWithStatus, sendUnary, validTimeout, writeFrame } from "./grpc.ts";
 import { assertConfined, OutsidePrefix, type KEYED_REQUESTS, type TenantKeyspace } from "./keys.ts";
 import type { LeaseScope } from "./lease.ts";
 import type { Limits } from "./limits.ts";
@@ -137,7 +138,10 @@ export class Proxy {
       }
       if (!answer.body) return reply(Status.INTERNAL, "etcdstorage gateway: core etcd answered without a message");
       try {
-        sendUnary(stream, method.response(answer.body, this.ctx, state));
+        const framed = method.response(answer.body, this.ctx, state);
+        // Translated: nothing refers to core's answer any more (the call's decoder ends with it).
+        giveBack(answer.body);
+        sendUnary(stream, framed);
         return Status.OK;
       } catch (error) {
         return reply(...this.describe(error, "answer"));
@@ -247,7 +251,7 @@ export class Proxy {
         opened.on("data", (chunk: Buffer) => {
           try {
             for (const message of fromCore.push(chunk)) {
-              if (!stream.write(translator.response(message))) {
+              if (!writeFrame(stream, translator.response(message))) {
                 opened.pause();
                 stream.once("drain", () => opened.resume());
               }

@@ -1,6 +1,7 @@
 // Protocol Buffers wire format, just what the gateway needs to read and rewrite etcd messages
 // without decoding them into objects: a field's presence is whether it occurs in the bytes, never
 // a default value (etcd reads a present-but-empty range_end differently from an absent one).
+import { giveBack, takeBuffer } from "./buffers.ts";
 
 export const VARINT = 0;
 export const FIXED64 = 1;
@@ -150,15 +151,16 @@ export class Writer {
   pos: number;
 
   constructor(sizeHint: number) {
-    this.buf = Buffer.allocUnsafe(Math.max(64, sizeHint));
+    this.buf = takeBuffer(Math.max(64, sizeHint));
     this.pos = 0;
   }
 
   /** Room for `n` more bytes. */
   reserve(n: number): void {
     if (this.pos + n <= this.buf.length) return;
-    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    const grown = takeBuffer(Math.max(this.buf.length * 2, this.pos + n));
     this.buf.copy(grown, 0, 0, this.pos);
+    giveBack(this.buf);
     this.buf = grown;
   }
 

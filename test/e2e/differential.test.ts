@@ -218,7 +218,7 @@ function generate(rng: Random, state: { revisions: number[]; compacted: number }
   const revision = () => (rng.chance(0.6) ? 0 : rng.chance(0.9) ? rng.pick(state.revisions) : state.revisions.at(-1)! + 5);
   const lease = (): number | "foreign" => (leases > 0 && rng.chance(0.8) ? rng.int(leases) : "foreign");
   const roll = rng.next();
-  if (roll < 0.22) return { kind: "put", key: rng.chance(0.02) ? "" : rng.pick(KEYS), value: rng.chance(0.1) ? "" : `v${rng.int(1000)}`, prevKv: rng.chance(0.5), ...(rng.chance(0.2) ? { lease: lease() } : {}), ignoreValue: rng.chance(0.05) };
+  if (roll < 0.22) return { kind: "put", key: rng.chance(0.02) ? "" : rng.pick(KEYS), value: putValue(rng), prevKv: rng.chance(0.5), ...(rng.chance(0.2) ? { lease: lease() } : {}), ignoreValue: rng.chance(0.05) };
   if (roll < 0.42) {
     return { kind: "range", range: keyRange(rng), limit: rng.chance(0.3) ? 1 + rng.int(3) : 0, revision: revision(), ...(rng.chance(0.2) ? { sort: rng.pick(["ASCEND", "DESCEND"] as const) } : {}), keysOnly: rng.chance(0.2), countOnly: rng.chance(0.1), serializable: rng.chance(0.3), minModRevision: rng.chance(0.1) ? rng.pick(state.revisions) : 0 };
   }
@@ -234,6 +234,14 @@ function generate(rng: Random, state: { revisions: number[]; compacted: number }
   if (roll < 0.9) return { kind: "progress" };
   if (roll < 0.985) return { kind: "checkpoint" };
   return { kind: "compact", revision: state.revisions[Math.floor(state.revisions.length / 2)]! };
+}
+
+// Empty, short, or now and then large: an answer of several DATA frames (reassembled and
+// answered from reused buffers, gateway/buffers.ts).
+function putValue(rng: Random): string {
+  if (rng.chance(0.1)) return "";
+  const value = `v${rng.int(1000)}`;
+  return rng.chance(0.06) ? `${value}:`.repeat(3000 + rng.int(6000)) : value;
 }
 
 function txnPlan(rng: Random, depth: number): TxnPlan {
