@@ -6,7 +6,7 @@
 //
 // How current the view is matters when several replicas admit writes: quota.ts admits growth only
 // while every write committed more than CURRENT_WITHIN_MS ago is known to be in the view. That is
-// confirmed on demand by a linearizable read of the most recently modified key among those
+// confirmed, ahead of need, by a linearizable read of the most recently modified key among those
 // modified after the view's revision: once the watch has delivered that key's event, the view
 // holds every live key as it was when the read was sent (a delete it has not seen yet only makes
 // the usage look larger). This needs no watch progress requests, which etcd 3.5 may defer
@@ -60,14 +60,15 @@ export class TenantUsage {
   }
 
   /**
-   * Whether every write committed more than CURRENT_WITHIN_MS ago is in the view; confirmed with
-   * core etcd when the last confirmation is older than that. False when it cannot be confirmed.
+   * Whether every write committed more than CURRENT_WITHIN_MS ago is in the view; false when that
+   * cannot be confirmed with core etcd. A confirmation starts once the last one is half that old:
+   * under steady writes it is done before the view goes stale, and no write waits for it.
    */
   async ensureCurrent(): Promise<boolean> {
     if (!this.counted) return false;
-    if (this.now() - this.currentAsOf <= CURRENT_WITHIN_MS) return true;
-    this.confirming ??= this.confirm().finally(() => (this.confirming = undefined));
-    return this.confirming;
+    const age = this.now() - this.currentAsOf;
+    if (age > CURRENT_WITHIN_MS / 2) this.confirming ??= this.confirm().finally(() => (this.confirming = undefined));
+    return age <= CURRENT_WITHIN_MS || this.confirming!;
   }
 
   get counting(): boolean {
@@ -84,17 +85,23 @@ export class TenantUsage {
     this.revisionListeners.add(listener);
   }
 
+  /** Never rejects: a confirmation started ahead of need has no caller to take a rejection. */
   private async confirm(): Promise<boolean> {
-    const sentAt = this.now();
-    const request = this.rangeRequest(this.keyspace.prefix, 0, { limit: 1, keysOnly: true, latestFirst: true, modifiedAfter: this.revision });
-    const answer = await this.core.call("/etcdserverpb.KV/Range", {}, request, 64 * 1024);
-    if (answer.code !== 0 || !answer.body) return false;
-    const page = readRangePage(answer.body);
-    if (!(await this.reached(page.modRevisions[0] ?? 0, CATCH_UP_MS))) return false;
-    // Every live key modified up to the read's revision is seen; what is not is a delete.
-    this.currentAsOf = Math.max(this.currentAsOf, sentAt);
-    this.setRevision(page.revision);
-    return true;
+    try {
+      const sentAt = this.now();
+      const request = this.rangeRequest(this.keyspace.prefix, 0, { limit: 1, keysOnly: true, latestFirst: true, modifiedAfter: this.revision });
+      const answer = await this.core.call("/etcdserverpb.KV/Range", {}, request, 64 * 1024);
+      if (answer.code !== 0 || !answer.body) return false;
+      const page = readRangePage(answer.body);
+      if (!(await this.reached(page.modRevisions[0] ?? 0, CATCH_UP_MS))) return false;
+      // Every live key modified up to the read's revision is seen; what is not is a delete.
+      this.currentAsOf = Math.max(this.currentAsOf, sentAt);
+      this.setRevision(page.revision);
+      return true;
+    } catch (error) {
+      this.log.error({ err: (error as Error).message }, "tenant usage: a confirmation failed inside the gateway");
+      return false;
+    }
   }
 
   /** Whether the view reaches `revision` within `ms`. */
