@@ -49,6 +49,7 @@ const ctx: CallContext = {
   storage: { usedBytes: () => usage.usedBytes, quotaBytes: () => config.quota.storageBytes },
 };
 metrics.storage(() => usage.usedBytes, config.quota);
+usage.onConfirmation((how) => metrics.confirmed(how));
 const proxy = new Proxy(SERVED_METHODS, ctx, core, metrics, log, quota);
 const state: HealthState = { serving: true, usage };
 

@@ -9,6 +9,7 @@ export class GatewayMetrics {
   private readonly latency: Histogram<"method">;
   private readonly streams: Gauge<"method">;
   private readonly refusals: Counter<"reason">;
+  private readonly confirmations: Counter<"how">;
 
   constructor(tenant: string) {
     this.registry.setDefaultLabels({ tenant });
@@ -23,6 +24,12 @@ export class GatewayMetrics {
     });
     this.streams = new Gauge({ name: "etcdgateway_open_streams", help: "Open watch and lease keepalive streams", labelNames: ["method"], registers: [this.registry] });
     this.refusals = new Counter({ name: "etcdgateway_quota_refusals_total", help: "Calls refused by the tenant's quota, by reason (storage, write_rate, request_rate)", labelNames: ["reason"], registers: [this.registry] });
+    this.confirmations = new Counter({
+      name: "etcdgateway_usage_confirmations_total",
+      help: "Confirmations that the usage view is current, by how: progress (a watch progress request) or read (a read that sorts every key under the prefix)",
+      labelNames: ["how"],
+      registers: [this.registry],
+    });
   }
 
   /** The tenant's usage and quota, read when Prometheus scrapes. */
@@ -43,6 +50,10 @@ export class GatewayMetrics {
 
   refused(reason: string): void {
     this.refusals.inc({ reason });
+  }
+
+  confirmed(how: string): void {
+    this.confirmations.inc({ how });
   }
 
   call(method: string, code: number, seconds: number): void {

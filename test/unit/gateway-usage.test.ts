@@ -1,14 +1,17 @@
-// When the gateway's usage view confirms itself with core etcd (gateway/usage.ts): a write never
-// goes ahead on a view older than CURRENT_WITHIN_MS, and under steady writes none waits, because
-// the confirmation starts once the last one is half that old. Core etcd is a stand-in here whose
-// answers the test releases; e2e/quota.test.ts runs the view against real etcd.
+// When and how the gateway's usage view confirms itself with core etcd (gateway/usage.ts): a write
+// never goes ahead on a view older than CURRENT_WITHIN_MS, and under steady writes none waits,
+// because the confirmation starts once the last one is half that old; a progress request answers
+// it where the core's version answers them safely, a read otherwise or when no answer comes. Core
+// etcd is a stand-in here whose answers the test releases; e2e/quota.test.ts runs the view
+// against real etcd.
 import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
 import { test } from "node:test";
 import { pino } from "pino";
 import { frame, frameWriter } from "../../gateway/grpc.ts";
 import { TenantKeyspace } from "../../gateway/keys.ts";
 import type { CoreAnswer, CoreConnection } from "../../gateway/upstream.ts";
-import { CURRENT_WITHIN_MS, TenantUsage } from "../../gateway/usage.ts";
+import { answersProgressSafely, CURRENT_WITHIN_MS, TenantUsage, type Confirmation } from "../../gateway/usage.ts";
 
 /** A RangeResponse with no keys, at `revision`. */
 function emptyPage(revision: number): Buffer {
@@ -19,65 +22,159 @@ function emptyPage(revision: number): Buffer {
   return frame(writer).subarray(5);
 }
 
-/** Core etcd's stand-in: Range calls wait until the test answers them; the watch never opens. */
+/** A message with a header at `revision` and the given extra fields. */
+function message(revision: number, fields: (writer: ReturnType<typeof frameWriter>) => void = () => {}): Buffer {
+  const writer = frameWriter(64);
+  const header = writer.begin(1, 4);
+  writer.varintField(3, revision);
+  writer.finish(header);
+  fields(writer);
+  return frame(writer);
+}
+
+/** A StatusResponse naming `version`. */
+function status(version: string): Buffer {
+  return message(1, (writer) => writer.bytesField(2, Buffer.from(version))).subarray(5);
+}
+
+/** The core's side of the view's watch: what the view writes, and answers the test sends. */
+class HeldWatch extends EventEmitter {
+  readonly written: Buffer[] = [];
+  closed = false;
+  write(chunk: Buffer): boolean {
+    this.written.push(chunk);
+    return true;
+  }
+  close(): void {
+    this.closed = true;
+    this.emit("close");
+  }
+  /** The answer to a progress request: watch ID -1 at `revision`. */
+  progress(revision: number): void {
+    this.emit("data", message(revision, (writer) => writer.bigintField(2, -1n)));
+  }
+}
+
+/** Core etcd's stand-in: calls wait until the test answers them; the watch opens once asked. */
 class HeldCore {
-  readonly calls: ((answer: CoreAnswer) => void)[] = [];
-  call(): Promise<CoreAnswer> {
-    return new Promise((resolve) => this.calls.push(resolve));
+  readonly calls: { path: string; resolve: (answer: CoreAnswer) => void }[] = [];
+  readonly watch = new HeldWatch();
+  call(path: string): Promise<CoreAnswer> {
+    return new Promise((resolve) => this.calls.push({ path, resolve }));
   }
-  open(): Promise<never> {
-    return new Promise(() => {});
+  open(): Promise<HeldWatch> {
+    return Promise.resolve(this.watch);
   }
-  answer(revision: number): void {
-    this.calls.shift()!({ code: 0, message: "", body: emptyPage(revision) });
+  answer(path: string, answer: Partial<CoreAnswer>): void {
+    const call = this.calls.shift()!;
+    assert.equal(call.path, path);
+    call.resolve({ code: 0, message: "", ...answer });
+  }
+  /** The count, then the version the view asks for before it watches. */
+  async start(revision: number, version: string): Promise<void> {
+    this.answer("/etcdserverpb.KV/Range", { body: emptyPage(revision) });
+    await settled();
+    this.answer("/etcdserverpb.Maintenance/Status", { body: status(version) });
+    await settled();
   }
 }
 
 const settled = () => new Promise((resolve) => setImmediate(resolve));
 
+function view(core: HeldCore, clock: { now: number }): { usage: TenantUsage; confirmations: Confirmation[] } {
+  const usage = new TenantUsage(core as unknown as CoreConnection, new TenantKeyspace("/etcdstorage/t/"), pino({ level: "silent" }), () => clock.now);
+  const confirmations: Confirmation[] = [];
+  usage.onConfirmation((how) => confirmations.push(how));
+  usage.start();
+  return { usage, confirmations };
+}
+
+const RANGE = "/etcdserverpb.KV/Range";
+
 test("a confirmation starts at half the allowed age without holding writes; past the allowed age, writes wait for it", async () => {
   const core = new HeldCore();
-  let clock = 0;
-  const usage = new TenantUsage(core as unknown as CoreConnection, new TenantKeyspace("/etcdstorage/t/"), pino({ level: "silent" }), () => clock);
-  usage.start();
+  const clock = { now: 0 };
+  const { usage, confirmations } = view(core, clock);
   assert.equal(await usage.ensureCurrent(), false, "not counted yet");
-  core.answer(10); // the count
-  await settled();
+  await core.start(10, "3.5.12"); // a version whose progress answers are not safe: reads only
   assert.equal(core.calls.length, 0);
 
-  clock = CURRENT_WITHIN_MS * 0.4;
+  clock.now = CURRENT_WITHIN_MS * 0.4;
   assert.equal(await usage.ensureCurrent(), true);
   assert.equal(core.calls.length, 0, "fresh: nothing to confirm");
 
-  clock = CURRENT_WITHIN_MS * 0.6;
+  clock.now = CURRENT_WITHIN_MS * 0.6;
   assert.equal(await usage.ensureCurrent(), true, "still within the allowed age: the write goes on");
   assert.equal(core.calls.length, 1, "and a confirmation is on its way");
-  clock = CURRENT_WITHIN_MS * 0.7;
+  clock.now = CURRENT_WITHIN_MS * 0.7;
   assert.equal(await usage.ensureCurrent(), true);
   assert.equal(core.calls.length, 1, "one confirmation at a time");
 
-  clock = CURRENT_WITHIN_MS * 1.1;
+  clock.now = CURRENT_WITHIN_MS * 1.1;
   let admitted: boolean | undefined;
   void usage.ensureCurrent().then((current) => (admitted = current));
   await settled();
   assert.equal(admitted, undefined, "past the allowed age a write waits for the confirmation");
-  core.answer(12);
+  core.answer(RANGE, { body: emptyPage(12) });
   await settled();
   assert.equal(admitted, true);
   assert.equal(usage.revision, 12);
+  assert.deepEqual(confirmations, ["read"]);
+  assert.equal(core.watch.written.filter((w) => w.length === 7).length, 0, "no progress request to a core that answers them unsafely");
 
   // Confirmed as of when the read was sent (0.6): at 1.5 the view is still fresh enough (and the
   // next confirmation starts), at 1.7 it is not.
-  clock = CURRENT_WITHIN_MS * 1.5;
+  clock.now = CURRENT_WITHIN_MS * 1.5;
   assert.equal(await usage.ensureCurrent(), true);
   assert.equal(core.calls.length, 1);
-  clock = CURRENT_WITHIN_MS * 1.7;
+  clock.now = CURRENT_WITHIN_MS * 1.7;
   let late: boolean | undefined;
   void usage.ensureCurrent().then((current) => (late = current));
   await settled();
   assert.equal(late, undefined);
-  core.calls.shift()!({ code: 14, message: "unavailable" });
+  core.answer(RANGE, { code: 14, message: "unavailable" });
   await settled();
   assert.equal(late, false, "a confirmation core etcd refused admits no growth");
   usage.stop();
+});
+
+test("on etcd 3.5.13+, a progress request confirms the view at the revision etcd names; with no answer in time, a read does", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const core = new HeldCore();
+  const clock = { now: 0 };
+  const { usage, confirmations } = view(core, clock);
+  await core.start(10, "3.5.16");
+  const progressRequests = () => core.watch.written.filter((w) => w.equals(Buffer.from([0, 0, 0, 0, 2, 0x1a, 0]))).length;
+
+  clock.now = CURRENT_WITHIN_MS * 1.2;
+  let admitted: boolean | undefined;
+  void usage.ensureCurrent().then((current) => (admitted = current));
+  await settled();
+  assert.equal(progressRequests(), 1);
+  assert.equal(core.calls.length, 0, "no read while the progress request may be answered");
+  core.watch.progress(15);
+  await settled();
+  assert.equal(admitted, true);
+  assert.equal(usage.revision, 15, "every event up to the progress revision was delivered before it");
+  assert.deepEqual(confirmations, ["progress"]);
+
+  // Deferred (the watch is catching up, or nothing was written since it started): a read decides.
+  clock.now = CURRENT_WITHIN_MS * 2.5;
+  admitted = undefined;
+  void usage.ensureCurrent().then((current) => (admitted = current));
+  await settled();
+  assert.equal(progressRequests(), 2);
+  t.mock.timers.tick(200);
+  await settled();
+  assert.equal(core.calls.length, 1, "no progress answer within 200 ms: the read");
+  core.answer(RANGE, { body: emptyPage(16) });
+  await settled();
+  assert.equal(admitted, true);
+  assert.deepEqual(confirmations, ["progress", "read"]);
+  usage.stop();
+});
+
+test("which etcd versions answer progress requests safely: kube-apiserver's rule", () => {
+  for (const version of ["3.4.31", "3.4.40", "3.5.13", "3.5.16", "3.6.0", "3.6.5", "4.0.0"]) assert.equal(answersProgressSafely(version), true, version);
+  for (const version of ["3.4.30", "3.5.0", "3.5.12", "3.3.27", "2.3.8", "", "unknown"]) assert.equal(answersProgressSafely(version), false, version);
 });
