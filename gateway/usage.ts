@@ -8,13 +8,15 @@
 // while every write committed more than CURRENT_WITHIN_MS ago is known to be in the view. That is
 // confirmed ahead of need, by a progress request on the view's watch where core etcd answers them
 // safely (3.4.31+, 3.5.13+, 3.6: only once every event up to the revision it names was sent, the
-// rule kube-apiserver relies on). The answer costs etcd nothing per key. When none comes within
-// PROGRESS_WAIT_MS (etcd defers it while the watch is catching up, and until the first write after
-// the watch's start revision), or the core is older, a linearizable read of the most recently
-// modified key among those modified after the view's revision decides: once the watch has
-// delivered that key's event, the view holds every live key as it was when the read was sent (a
-// delete it has not seen yet only makes the usage look larger). That read sorts every key under
-// the prefix, so it stays the fallback: measured on etcd 3.5.16, 51 ms for 40,000 keys.
+// rule kube-apiserver relies on): a linearizable read of one key gives the store's revision, and a
+// progress answer at or past it shows the view holds every write committed before the read. Neither
+// costs etcd anything per key. When no such answer comes within PROGRESS_WAIT_MS (etcd defers it
+// while the watch is catching up, and until the first write after the watch's start revision), or
+// the core is older, a linearizable read of the most recently modified key among those modified
+// after the view's revision decides: once the watch has delivered that key's event, the view holds
+// every live key as it was when the read was sent (a delete it has not seen yet only makes the
+// usage look larger). That read sorts every key under the prefix, so it stays the fallback:
+// measured on etcd 3.5.16, 51 ms for 40,000 keys.
 import type { ClientHttp2Stream } from "node:http2";
 import type { Logger } from "pino";
 import { frame, frameWriter } from "./grpc.ts";
@@ -108,12 +110,7 @@ export class TenantUsage {
   private async confirm(): Promise<boolean> {
     try {
       const sentAt = this.now();
-      const progressed = this.progressAnswered ? await this.progress() : undefined;
-      if (progressed !== undefined) {
-        // etcd sent every event up to `progressed` before this answer, and they were applied in order.
-        this.setRevision(progressed);
-        return this.confirmed(sentAt, "progress");
-      }
+      if (this.progressAnswered && (await this.confirmByProgress())) return this.confirmed(sentAt, "progress");
       const request = this.rangeRequest(this.keyspace.prefix, 0, { limit: 1, keysOnly: true, latestFirst: true, modifiedAfter: this.revision });
       const answer = await this.core.call("/etcdserverpb.KV/Range", {}, request, 64 * 1024);
       if (answer.code !== 0 || !answer.body) return false;
@@ -134,21 +131,34 @@ export class TenantUsage {
     return true;
   }
 
-  /** The revision of the answer to a progress request on the view's watch; undefined when none came in time. */
-  private progress(): Promise<number | undefined> {
+  /**
+   * Whether the view holds every write committed before now, shown by a progress answer at or past
+   * the store's revision now. That revision comes from a linearizable read of one key (it costs
+   * etcd the same whatever the tenant stores), so an answer to an earlier, timed-out request, or
+   * one etcd deferred, can only fall short, never confirm too much.
+   */
+  private async confirmByProgress(): Promise<boolean> {
+    const answer = await this.core.call("/etcdserverpb.KV/Range", {}, this.rangeRequest(this.keyspace.prefix, 0, { keysOnly: true, singleKey: true }), 64 * 1024);
+    if (answer.code !== 0 || !answer.body) return false;
+    const storeRevision = answerRevision(answer.body);
+    if (this.revision >= storeRevision) return true;
     const stream = this.stream;
-    if (!stream || stream.closed) return Promise.resolve(undefined);
-    return new Promise((resolve) => {
+    if (!stream || stream.closed) return false;
+    const progressed = await new Promise<number | undefined>((resolve) => {
       const done = (revision: number | undefined) => {
         clearTimeout(timer);
         if (this.progressWaiter === waiter) this.progressWaiter = undefined;
         resolve(revision);
       };
-      const waiter = (revision: number) => done(revision);
+      const waiter = (revision: number) => revision >= storeRevision && done(revision);
       const timer = setTimeout(() => done(undefined), PROGRESS_WAIT_MS);
       this.progressWaiter = waiter;
       stream.write(PROGRESS_REQUEST);
     });
+    if (progressed === undefined) return false;
+    // etcd sent every event up to `progressed` before this answer, and they were applied in order.
+    this.setRevision(progressed);
+    return true;
   }
 
   /** Whether the view reaches `revision` within `ms`. */
@@ -214,11 +224,11 @@ export class TenantUsage {
     this.log.info({ usedBytes: used, keys: sizes.size, revision }, "tenant usage counted");
   }
 
-  /** A Range from `start` to the end of the prefix. */
-  private rangeRequest(start: Buffer, revision: number, options: { limit?: number; keysOnly?: boolean; latestFirst?: boolean; modifiedAfter?: number }): Buffer {
+  /** A Range from `start` to the end of the prefix (or of `start` alone). */
+  private rangeRequest(start: Buffer, revision: number, options: { limit?: number; keysOnly?: boolean; latestFirst?: boolean; modifiedAfter?: number; singleKey?: boolean }): Buffer {
     const writer = frameWriter(start.length + this.keyspace.prefixEnd.length + 32);
     writer.bytesField(1, start);
-    writer.bytesField(2, this.keyspace.prefixEnd);
+    if (!options.singleKey) writer.bytesField(2, this.keyspace.prefixEnd);
     if (options.limit) writer.varintField(3, options.limit);
     if (revision) writer.varintField(4, revision);
     if (options.latestFirst) {

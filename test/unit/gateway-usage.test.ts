@@ -138,38 +138,47 @@ test("a confirmation starts at half the allowed age without holding writes; past
   usage.stop();
 });
 
-test("on etcd 3.5.13+, a progress request confirms the view at the revision etcd names; with no answer in time, a read does", async (t) => {
+test("on etcd 3.5.13+, a progress answer at or past the store's revision confirms the view; a stale or missing one leaves it to the read", async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout"] });
   const core = new HeldCore();
   const clock = { now: 0 };
   const { usage, confirmations } = view(core, clock);
   await core.start(10, "3.5.16");
   const progressRequests = () => core.watch.written.filter((w) => w.equals(Buffer.from([0, 0, 0, 0, 2, 0x1a, 0]))).length;
+  const confirming = async () => {
+    const result: { admitted?: boolean } = {};
+    void usage.ensureCurrent().then((current) => (result.admitted = current));
+    await settled();
+    return result;
+  };
 
   clock.now = CURRENT_WITHIN_MS * 1.2;
-  let admitted: boolean | undefined;
-  void usage.ensureCurrent().then((current) => (admitted = current));
+  let write = await confirming();
+  core.answer(RANGE, { body: emptyPage(15) }); // the store's revision, from a read of one key
   await settled();
   assert.equal(progressRequests(), 1);
-  assert.equal(core.calls.length, 0, "no read while the progress request may be answered");
   core.watch.progress(15);
   await settled();
-  assert.equal(admitted, true);
+  assert.equal(write.admitted, true);
   assert.equal(usage.revision, 15, "every event up to the progress revision was delivered before it");
   assert.deepEqual(confirmations, ["progress"]);
 
-  // Deferred (the watch is catching up, or nothing was written since it started): a read decides.
+  // An answer short of the store's revision (to an earlier request, or deferred) confirms nothing;
+  // with none in time, the read that sorts the prefix decides.
   clock.now = CURRENT_WITHIN_MS * 2.5;
-  admitted = undefined;
-  void usage.ensureCurrent().then((current) => (admitted = current));
+  write = await confirming();
+  core.answer(RANGE, { body: emptyPage(18) });
   await settled();
   assert.equal(progressRequests(), 2);
+  core.watch.progress(17);
+  await settled();
+  assert.equal(write.admitted, undefined, "a progress answer at 17 says nothing of writes up to 18");
   t.mock.timers.tick(200);
   await settled();
-  assert.equal(core.calls.length, 1, "no progress answer within 200 ms: the read");
-  core.answer(RANGE, { body: emptyPage(16) });
+  assert.equal(core.calls.length, 1, "no answer at 18 within 200 ms: the read");
+  core.answer(RANGE, { body: emptyPage(18) });
   await settled();
-  assert.equal(admitted, true);
+  assert.equal(write.admitted, true);
   assert.deepEqual(confirmations, ["progress", "read"]);
   usage.stop();
 });
