@@ -36,7 +36,10 @@ function configure(): { config: GatewayConfig; serving: ReturnType<typeof loadSi
 }
 
 const { config, serving, core: coreTls } = configure();
-const log = pino({ level: config.logLevel, base: { tenant: config.tenant } });
+// Each line is written as it is logged (the gateway logs little). pino's default buffers and
+// flushes at exit, and that flush retries a write that failed with EPIPE forever: a gateway whose
+// log reader had gone never exited on SIGTERM.
+const log = pino({ level: config.logLevel, base: { tenant: config.tenant } }, pino.destination({ dest: 1, sync: true }));
 const metrics = new GatewayMetrics(config.tenant);
 const keyspace = new TenantKeyspace(config.prefix);
 const core = new CoreConnection(config.endpoints, coreTls, log);

@@ -109,6 +109,18 @@ describe("a running server", () => {
     assert.equal(code, 0);
   });
 
+  test("SIGTERM with the log reader gone (stdout closed): the process still exits 0", async () => {
+    const { server } = await serve();
+    // Whatever reads the container's log went away: every line from now on fails with EPIPE.
+    server.stdout!.destroy();
+    server.kill("SIGTERM");
+    const exit = once(server, "exit");
+    const timer = setTimeout(() => server.kill("SIGKILL"), 5_000);
+    const [code, signal] = await exit;
+    clearTimeout(timer);
+    assert.deepEqual({ code, signal }, { code: 0, signal: null });
+  });
+
   test("/healthz answers while the server is busy issuing certificates", async () => {
     const { port } = await serve();
     const fixture = JSON.parse(readFileSync(new URL("../fixtures/sync-request.json", import.meta.url), "utf8"));

@@ -166,6 +166,14 @@ describe("gateway operations: status, metrics, readiness, shutdown and logs", ()
     await waitFor("the first replica to be ready again", async () => (await probe(tenant.proxy, "/readyz")).status === 200);
   });
 
+  test("SIGTERM with the log reader gone (stdout closed): the gateway still exits 0", async () => {
+    const { proxy } = await replica("no-log-reader");
+    // Whatever reads the container's log went away: every line from now on fails with EPIPE.
+    proxy.gateway.process.stdout!.destroy();
+    proxy.gateway.process.kill("SIGTERM");
+    assert.deepEqual(await within(5_000, "the gateway to exit", proxy.gateway.exited), { code: 0, signal: null });
+  });
+
   test("SIGTERM: watches end UNAVAILABLE, readiness fails, new connections are refused, the call in flight finishes, exit 0", async () => {
     const { proxy, via } = await replica("stopping");
     const watching = await tenantClient(via);
