@@ -4,6 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
 import { issueCa, issueLeaf } from "../../hooks/pki/issue.ts";
 import {
@@ -162,6 +163,15 @@ before(async () => {
 after(async () => {
   await stopAll();
   assert.deepEqual(liveProcesses(), [], "no process may survive the suite");
+});
+
+test("freePort: ports below the kernel's ephemeral range, which outgoing connections never take, and free", async () => {
+  const [low] = (await readFile("/proc/sys/net/ipv4/ip_local_port_range", "utf8")).trim().split(/\s+/).map(Number);
+  const ports = await Promise.all(Array.from({ length: 20 }, () => freePort()));
+  for (const port of ports) assert.ok(port >= 10_000 && port < low!, `${port} lies below ${low}`);
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(ports[0], "127.0.0.1", resolve));
+  server.close();
 });
 
 test("core etcd: a put and a get with the backend client certificate (empty CN)", async () => {

@@ -7,7 +7,7 @@
 // (container ports become free local ports, so suites can run in parallel).
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { accessSync, constants as fsConstants, statSync } from "node:fs";
+import { accessSync, constants as fsConstants, readFileSync, statSync } from "node:fs";
 import { access, mkdir, mkdtemp, readdir, rename, rm, stat, symlink, writeFile, lstat } from "node:fs/promises";
 import http from "node:http";
 import net from "node:net";
@@ -22,21 +22,31 @@ import { makeCorePki, type CorePki } from "../support/requests.ts";
 // ---------------------------------------------------------------------------------------------
 
 /** A port the kernel just handed out on 127.0.0.1. Never fixed ports: suites run in parallel. */
+// Ports handed out lie below the kernel's ephemeral range: a port the kernel chose for listen(0)
+// can be taken, between its test and its use, by the local end of any outgoing connection (seen:
+// a gateway refused to start with EADDRINUSE on its health port).
+const EPHEMERAL_LOW = (() => {
+  try {
+    return Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+  } catch {
+    return 32768;
+  }
+})();
+const LOWEST_PORT = 10_000;
+
+/** A port no process listens on now, below the ephemeral range. */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      if (address === null || typeof address === "string") {
-        server.close();
-        reject(new Error(`freePort: unexpected server address ${String(address)}`));
-        return;
-      }
-      server.close(() => resolve(address.port));
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = LOWEST_PORT + Math.floor(Math.random() * (EPHEMERAL_LOW - LOWEST_PORT));
+    const free = await new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.unref();
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new Error(`freePort: no free port between ${LOWEST_PORT} and ${EPHEMERAL_LOW} after 100 tries`);
 }
 
 const POLL_INTERVAL_MS = 100;
