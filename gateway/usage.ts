@@ -47,10 +47,8 @@ export class TenantUsage {
   private confirming: Promise<boolean> | undefined;
   private stream: ClientHttp2Stream | undefined;
   private stopped = false;
-  /** Whether core etcd's version answers progress requests safely (Status, read when counting). */
+  /** Whether core etcd's version answers progress requests safely (Status, read before each watch). */
   private progressAnswered = false;
-  /** Waits for the answer to the progress request in flight. */
-  private progressWaiter: ((revision: number) => void) | undefined;
   private readonly revisionListeners = new Set<(revision: number) => void>();
   private readonly confirmationListeners = new Set<(how: Confirmation) => void>();
   private readonly core: CoreConnection;
@@ -142,23 +140,9 @@ export class TenantUsage {
     if (answer.code !== 0 || !answer.body) return false;
     const storeRevision = answerRevision(answer.body);
     if (this.revision >= storeRevision) return true;
-    const stream = this.stream;
-    if (!stream || stream.closed) return false;
-    const progressed = await new Promise<number | undefined>((resolve) => {
-      const done = (revision: number | undefined) => {
-        clearTimeout(timer);
-        if (this.progressWaiter === waiter) this.progressWaiter = undefined;
-        resolve(revision);
-      };
-      const waiter = (revision: number) => revision >= storeRevision && done(revision);
-      const timer = setTimeout(() => done(undefined), PROGRESS_WAIT_MS);
-      this.progressWaiter = waiter;
-      stream.write(PROGRESS_REQUEST);
-    });
-    if (progressed === undefined) return false;
-    // etcd sent every event up to `progressed` before this answer, and they were applied in order.
-    this.setRevision(progressed);
-    return true;
+    if (!this.stream || this.stream.closed) return false;
+    this.stream.write(PROGRESS_REQUEST);
+    return this.reached(storeRevision, PROGRESS_WAIT_MS);
   }
 
   /** Whether the view reaches `revision` within `ms`. */
@@ -270,7 +254,8 @@ export class TenantUsage {
                 stream.close();
                 return;
               }
-              if (answer.progress) this.progressWaiter?.(answer.revision);
+              // etcd sent every event up to a progress answer's revision before it.
+              if (answer.progress) this.setRevision(answer.revision);
               else this.apply(answer);
             }
           } catch (error) {
@@ -280,7 +265,6 @@ export class TenantUsage {
         stream.on("error", () => {});
         stream.on("close", () => {
           this.stream = undefined;
-          this.progressWaiter = undefined;
           resolve(recount);
         });
         stream.write(request);

@@ -21,10 +21,9 @@ import { makeCorePki, type CorePki } from "../support/requests.ts";
 // Ports and polling
 // ---------------------------------------------------------------------------------------------
 
-/** A port the kernel just handed out on 127.0.0.1. Never fixed ports: suites run in parallel. */
-// Ports handed out lie below the kernel's ephemeral range: a port the kernel chose for listen(0)
-// can be taken, between its test and its use, by the local end of any outgoing connection (seen:
-// a gateway refused to start with EADDRINUSE on its health port).
+// Never fixed ports: suites run in parallel. Ports handed out lie below the kernel's ephemeral
+// range: a port the kernel chose for listen(0) can be taken, between its test and its use, by the
+// local end of any outgoing connection (seen: a gateway refused to start with EADDRINUSE).
 const EPHEMERAL_LOW = (() => {
   try {
     return Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);

@@ -64,7 +64,6 @@ export interface RunningProxy {
   updateVolumes(request: HookRequest, response: HookResponse): Promise<void>;
 }
 
-/** Starts the proxy pod's container from an answer, exactly as returned, and waits until it is ready. */
 export interface ProxyOptions {
   /** Wait until /readyz answers 200 (default). */
   waitReady?: boolean;
@@ -72,6 +71,7 @@ export interface ProxyOptions {
   nodeBinary?: string;
 }
 
+/** Starts the proxy pod's container from an answer, exactly as returned, and waits until it is ready. */
 export async function startProxy(config: Config, request: HookRequest, response: HookResponse, dir: string, options: ProxyOptions = {}): Promise<RunningProxy> {
   const tenant = request.parent.metadata.name;
   const deployment = find(response, "Deployment", config.proxyNamespace, `etcd-${tenant}`);
