@@ -1,7 +1,8 @@
 // When and how the gateway's usage view confirms itself with core etcd (gateway/usage.ts): a write
 // never goes ahead on a view older than CURRENT_WITHIN_MS, and under steady writes none waits,
 // because the confirmation starts once the last one is half that old; a progress request answers
-// it where the core's version answers them safely, a read otherwise or when no answer comes. Core
+// it where the core's version answers them safely, a read otherwise or when no answer comes, and
+// reads take turns so that they cost core etcd at most a tenth of its time. Core
 // etcd is a stand-in here whose answers the test releases; e2e/quota.test.ts runs the view
 // against real etcd.
 import assert from "node:assert/strict";
@@ -91,7 +92,8 @@ function view(core: HeldCore, clock: { now: number }): { usage: TenantUsage; con
 
 const RANGE = "/etcdserverpb.KV/Range";
 
-test("a confirmation starts at half the allowed age without holding writes; past the allowed age, writes wait for it", async () => {
+test("a confirmation starts at half the allowed age without holding writes; past the allowed age, writes wait for it", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
   const core = new HeldCore();
   const clock = { now: 0 };
   const { usage, confirmations } = view(core, clock);
@@ -103,18 +105,13 @@ test("a confirmation starts at half the allowed age without holding writes; past
   assert.equal(await usage.ensureCurrent(), true);
   assert.equal(core.calls.length, 0, "fresh: nothing to confirm");
 
-  clock.now = CURRENT_WITHIN_MS * 0.6;
-  assert.equal(await usage.ensureCurrent(), true, "still within the allowed age: the write goes on");
-  assert.equal(core.calls.length, 1, "and a confirmation is on its way");
-  clock.now = CURRENT_WITHIN_MS * 0.7;
-  assert.equal(await usage.ensureCurrent(), true);
-  assert.equal(core.calls.length, 1, "one confirmation at a time");
-
+  // A tenant idle for longer than the allowed age: its next write waits for a confirmation.
   clock.now = CURRENT_WITHIN_MS * 1.1;
   let admitted: boolean | undefined;
   void usage.ensureCurrent().then((current) => (admitted = current));
   await settled();
   assert.equal(admitted, undefined, "past the allowed age a write waits for the confirmation");
+  assert.equal(core.calls.length, 1);
   core.answer(RANGE, { body: emptyPage(12) });
   await settled();
   assert.equal(admitted, true);
@@ -122,14 +119,24 @@ test("a confirmation starts at half the allowed age without holding writes; past
   assert.deepEqual(confirmations, ["read"]);
   assert.equal(core.watch.written.filter((w) => w.length === 7).length, 0, "no progress request to a core that answers them unsafely");
 
-  // Confirmed as of when the read was sent (0.6): at 1.5 the view is still fresh enough (and the
-  // next confirmation starts), at 1.7 it is not.
-  clock.now = CURRENT_WITHIN_MS * 1.5;
-  assert.equal(await usage.ensureCurrent(), true);
-  assert.equal(core.calls.length, 1);
   clock.now = CURRENT_WITHIN_MS * 1.7;
+  assert.equal(await usage.ensureCurrent(), true, "still within the allowed age: the write goes on");
+  assert.equal(core.calls.length, 1, "and a confirmation is on its way");
+  clock.now = CURRENT_WITHIN_MS * 1.8;
+  assert.equal(await usage.ensureCurrent(), true);
+  assert.equal(core.calls.length, 1, "one confirmation at a time");
+  core.answer(RANGE, { body: emptyPage(13) }); // it took a tenth of the allowed age
+  await settled();
+  assert.deepEqual(confirmations, ["read", "read"]);
+
+  // Confirmed as of when the read was sent (1.7): at 2.6 the view is still fresh enough (and the
+  // next confirmation starts, its read once its turn comes at 2.7), at 2.8 it is not.
+  clock.now = CURRENT_WITHIN_MS * 2.6;
+  assert.equal(await usage.ensureCurrent(), true);
+  clock.now = CURRENT_WITHIN_MS * 2.8;
   let late: boolean | undefined;
   void usage.ensureCurrent().then((current) => (late = current));
+  t.mock.timers.tick(CURRENT_WITHIN_MS * 0.1);
   await settled();
   assert.equal(late, undefined);
   core.answer(RANGE, { code: 14, message: "unavailable" });
@@ -180,6 +187,47 @@ test("on etcd 3.5.13+, a progress answer at or past the store's revision confirm
   await settled();
   assert.equal(write.admitted, true);
   assert.deepEqual(confirmations, ["progress", "read"]);
+  usage.stop();
+});
+
+test("fallback reads take turns: after a read that took d, none until nine times d later, and writes that need one wait for it", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const core = new HeldCore();
+  const clock = { now: 0 };
+  const { usage, confirmations } = view(core, clock);
+  await core.start(10, "3.5.12"); // reads only
+
+  clock.now = 1200;
+  let first: boolean | undefined;
+  void usage.ensureCurrent().then((current) => (first = current));
+  await settled();
+  assert.equal(core.calls.length, 1);
+  clock.now = 1500; // the read took 300 ms: a tenant with many keys
+  core.answer(RANGE, { body: emptyPage(12) });
+  await settled();
+  assert.equal(first, true);
+
+  // Confirmed as of 1200: at 1800 the next confirmation starts, but its read waits for its turn,
+  // 1500 + 9 x 300 = 4200, while writes still within the allowed age go on.
+  clock.now = 1800;
+  assert.equal(await usage.ensureCurrent(), true);
+  await settled();
+  assert.equal(core.calls.length, 0, "no read before its turn");
+  clock.now = 2300;
+  let waiting: boolean | undefined;
+  void usage.ensureCurrent().then((current) => (waiting = current));
+  t.mock.timers.tick(2399);
+  await settled();
+  assert.equal(core.calls.length, 0, "still not its turn");
+  assert.equal(waiting, undefined, "past the allowed age, a write waits for the read");
+  t.mock.timers.tick(1);
+  clock.now = 4200;
+  await settled();
+  assert.equal(core.calls.length, 1, "its turn: the read");
+  core.answer(RANGE, { body: emptyPage(14) });
+  await settled();
+  assert.equal(waiting, true);
+  assert.deepEqual(confirmations, ["read", "read"]);
   usage.stop();
 });
 
