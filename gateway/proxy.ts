@@ -128,6 +128,11 @@ export class Proxy {
       } catch (error) {
         return reply(...this.describe(error, "request"));
       }
+      // The tenant gave up while the call waited for its quota: what it no longer waits for is not sent.
+      if (stream.closed) {
+        if (reservation) this.quota.settle(reservation, 0);
+        return Status.CANCELLED;
+      }
       const answer = await this.core.call(path, headers, framed, this.ctx.limits.maxResponseBytes, stream);
       if (reservation) this.quota.settle(reservation, answer.code === Status.OK && answer.body ? answerRevision(answer.body) : 0);
       if (stream.closed) return Status.CANCELLED;

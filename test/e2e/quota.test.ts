@@ -158,6 +158,20 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
     await noAlarm();
   });
 
+  test("a write whose caller gave up while it waited for the write rate is never sent", async () => {
+    const { client } = await tenant("gaveup", { quota: { storage: "64Mi", writeBytesPerSecond: "256Ki", requestsPerSecond: 100000 } });
+    // The write-rate bucket holds one largest request: these writes take all of it but 100 KiB
+    // (two, as core etcd takes at most 1.5 MiB at once) ...
+    for (const [i, size] of [1024 * KiB, LARGEST_REQUEST - 1124 * KiB].entries()) await client.kv.put({ key: `/registry/big-${i}`, value: Buffer.alloc(size, "b") });
+    // ... so this one waits about 0.75 s for the rate, and its caller gives up after 0.2 s.
+    const error = await refusal(client.kv.put({ key: "/registry/abandoned", value: Buffer.alloc(300 * KiB, "a") }, { timeoutMs: 200 }));
+    assert.equal(error?.code, GrpcStatus.DEADLINE_EXCEEDED);
+    // The bucket lends in order: this write's wait ends about 0.25 s after the abandoned one's.
+    await client.kv.put({ key: "/registry/after", value: Buffer.alloc(64 * KiB, "c") });
+    assert.equal((await host.kv.range({ key: "/etcdstorage/gaveup//registry/after" })).kvs.length, 1);
+    assert.equal((await host.kv.range({ key: "/etcdstorage/gaveup//registry/abandoned" })).kvs.length, 0, "the abandoned write reached core etcd");
+  });
+
   test("two replicas of one tenant together stay within the documented overshoot", async () => {
     // storage + (replicas - 1) x (max(W/N, 2 MiB) + W/N x 1 s), gateway/quota.ts
     const quota = 4 * MiB;
