@@ -24,10 +24,12 @@ export interface CoreTls {
 }
 
 const CONNECT_TIMEOUT_MS = 3_000;
-// Pings find a member that vanished without closing the connection. Only while calls are open:
-// etcd's keepalive policy (min 5 s, no pings without streams) would send GOAWAY otherwise.
-const PING_INTERVAL_MS = 15_000;
-const PING_TIMEOUT_MS = 10_000;
+// Pings find a member that froze or was cut off without closing the connection: within 11 s, where
+// kube-apiserver's own etcd client takes up to 40 s. Only while calls are open, and no more often
+// than etcd's keepalive policy allows (--grpc-keepalive-min-time, 5 s by default; no pings
+// without streams): etcd answers more with GOAWAY.
+const PING_INTERVAL_MS = 6_000;
+const PING_TIMEOUT_MS = 5_000;
 // Larger windows than HTTP/2's 64 KiB: a page of 100 objects is bigger than that.
 const STREAM_WINDOW = 4 * 1024 * 1024;
 const SESSION_WINDOW = 32 * 1024 * 1024;
@@ -50,6 +52,9 @@ export class CoreConnection {
 
   /** Opens a call on core etcd. Throws GrpcError(UNAVAILABLE) when no endpoint can be reached. */
   async open(path: string, headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
+    // Closed or destroyed before its 'close' event came: retired now, so that this call does not
+    // dial the same member again (a frozen one would hold the dial for CONNECT_TIMEOUT_MS).
+    if (this.session && !this.usable(this.session)) this.retire(this.session, "closed");
     const session = this.usable(this.session) ? this.session! : await this.connect();
     const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", ...headers });
     this.openCalls.set(session, (this.openCalls.get(session) ?? 0) + 1);
@@ -176,7 +181,7 @@ export class CoreConnection {
       session.once("connect", () => {
         clearTimeout(timer);
         session.setLocalWindowSize(SESSION_WINDOW);
-        this.watchHealth(session, endpoint);
+        this.watchHealth(session);
         resolve(session);
       });
       session.once("error", (error) => {
@@ -186,27 +191,34 @@ export class CoreConnection {
     });
   }
 
-  private watchHealth(session: ClientHttp2Session, endpoint: string): void {
-    const retire = (why: string) => {
-      if (this.session === session) {
-        this.session = undefined;
-        // The next dial starts with the next endpoint: this one just failed.
-        this.next = (this.endpoints.indexOf(endpoint) + 1) % this.endpoints.length;
-        if (!this.closed) this.log.warn({ endpoint, why }, "core etcd session lost; calls go to the next endpoint");
-      }
-    };
+  /** The session failed: the next dial starts with the next endpoint. */
+  private retire(session: ClientHttp2Session, why: string): void {
+    if (this.session !== session) return;
+    this.session = undefined;
+    const endpoint = (session as ClientHttp2Session & { endpoint?: string }).endpoint;
+    this.next = (this.endpoints.indexOf(endpoint!) + 1) % this.endpoints.length;
+    if (!this.closed) this.log.warn({ endpoint, why }, "core etcd session lost; calls go to the next endpoint");
+  }
+
+  private watchHealth(session: ClientHttp2Session): void {
+    const retire = (why: string) => this.retire(session, why);
     session.on("error", (error) => retire(error.message));
     session.on("goaway", () => retire("GOAWAY"));
     session.on("close", () => {
       clearInterval(pinger);
       retire("closed");
     });
+    // Retired first, so that the log says why.
+    const fail = (why: string) => {
+      retire(why);
+      if (!session.destroyed) session.destroy(new Error(why));
+    };
     const pinger = setInterval(() => {
       if (session.closed || session.destroyed || !this.openCalls.get(session)) return;
-      const timeout = setTimeout(() => session.destroy(new Error(`no ping answer within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS);
+      const timeout = setTimeout(() => fail(`no ping answer within ${PING_TIMEOUT_MS} ms`), PING_TIMEOUT_MS);
       session.ping((error) => {
         clearTimeout(timeout);
-        if (error && !session.destroyed) session.destroy(error);
+        if (error) fail(error.message);
       });
     }, PING_INTERVAL_MS);
     pinger.unref();

@@ -357,6 +357,10 @@ export interface EtcdMember {
   kill(): Promise<void>;
   /** Starts again with the same data dir and ports (fault tests), waits until healthy. */
   start(): Promise<void>;
+  /** SIGSTOP: the member answers nothing and closes nothing, as a node that froze or was cut off. */
+  freeze(): void;
+  /** SIGCONT after freeze(), then waits until healthy. */
+  thaw(): Promise<void>;
   etcdctl(args: readonly string[]): Promise<EtcdctlResult>;
 }
 
@@ -481,6 +485,11 @@ function etcdMember(plan: MemberPlan, plans: readonly MemberPlan[], base: string
     },
     start: async () => {
       spawnMember();
+      await waitHealthy();
+    },
+    freeze: () => current?.process.kill("SIGSTOP"),
+    thaw: async () => {
+      current?.process.kill("SIGCONT");
       await waitHealthy();
     },
     etcdctl,
