@@ -1,7 +1,7 @@
-// The connection to core etcd: one HTTP/2 session at a time to one of the endpoints, mutual TLS
-// with the core credentials, and failover to the next endpoint when the session dies or cannot be
-// made. New credentials (a renewed client certificate, a rotated CA) apply to the next session;
-// the current one is closed gracefully so that calls in flight finish.
+// The connection to core etcd: one HTTP/2 session at a time to one of the endpoints (a random one
+// first), mutual TLS with the core credentials, and failover to the next endpoint when the session
+// dies or cannot be made. New credentials (a renewed client certificate, a rotated CA) apply to
+// the next session; the current one is closed gracefully so that calls in flight finish.
 import http2, { constants, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from "node:http2";
 import type { EventEmitter } from "node:events";
 import { isIP } from "node:net";
@@ -38,7 +38,8 @@ export class CoreConnection {
   private readonly endpoints: readonly string[];
   private readonly log: Logger;
   private tls: CoreTls;
-  private next = 0;
+  /** The endpoint the next dial starts with. */
+  private next: number;
   private session: ClientHttp2Session | undefined;
   private connecting: Promise<ClientHttp2Session> | undefined;
   private closed = false;
@@ -48,6 +49,9 @@ export class CoreConnection {
     this.endpoints = endpoints;
     this.tls = tls;
     this.log = log;
+    // Each gateway starts at a member of its own, as etcd's clients spread over their endpoints:
+    // the core's load is shared, and one member's failure does not take every gateway at once.
+    this.next = Math.floor(Math.random() * endpoints.length);
   }
 
   /** Opens a call on core etcd. Throws GrpcError(UNAVAILABLE) when no endpoint can be reached. */
