@@ -65,7 +65,7 @@ test("kustomize builds manifests/ into exactly the objects of its files, each va
   assertValid(built);
 });
 
-test("the README's kustomization sets the image of the hooks and of the proxies (GATEWAY_IMAGE) and the etcd endpoints, and the hook server accepts the result", () => {
+test("the README's kustomization sets the image of the hooks and of the proxies (GATEWAY_IMAGE) and the etcd endpoints, admits Prometheus to the hook server, and the hook server accepts the result", () => {
   const { text, object } = readmeKustomization();
   const [image] = object.images as { name: string; newName: string; newTag: string }[];
   const base = "../manifests";
@@ -84,6 +84,9 @@ test("the README's kustomization sets the image of the hooks and of the proxies 
   const config = loadConfig(env);
   assert.equal(config.gatewayImage, expected);
   assert.notDeepEqual(config.coreEtcdEndpoints, loadConfig(envOf(hookContainer(kustomizeBuild(MANIFESTS)))).coreEtcdEndpoints, "the README's kustomization sets CORE_ETCD_ENDPOINTS");
+  const policy = built.find((o) => o.kind === "NetworkPolicy" && o.metadata.name === "etcdstorage-hooks");
+  const admitted = (policy.spec.ingress as Manifest[]).map((rule) => [rule.from[0].namespaceSelector.matchLabels["kubernetes.io/metadata.name"], rule.ports[0].port]);
+  assert.deepEqual(admitted, [["metacontroller", 8080], ["monitoring", 8080]], "Metacontroller's namespace, and Prometheus's for /metrics");
   const placeholder = new RegExp(`^${image!.name.replace(/[.]/g, "\\.")}[:@]`);
   assert.deepEqual(strings(built).filter((value) => placeholder.test(value)), [], `no reference to the placeholder ${image!.name} is left`);
 });
