@@ -165,10 +165,11 @@ after(async () => {
   assert.deepEqual(liveProcesses(), [], "no process may survive the suite");
 });
 
-test("freePort: ports below the kernel's ephemeral range, which outgoing connections never take, and free", async () => {
+test("freePort: ports below the kernel's ephemeral range, which outgoing connections never take, free, and each handed out once", async () => {
   const [low] = (await readFile("/proc/sys/net/ipv4/ip_local_port_range", "utf8")).trim().split(/\s+/).map(Number);
   const ports = await Promise.all(Array.from({ length: 20 }, () => freePort()));
   for (const port of ports) assert.ok(port >= 10_000 && port < low!, `${port} lies below ${low}`);
+  assert.equal(new Set(ports).size, ports.length, "never the same port twice, even to calls made at once");
   const server = net.createServer();
   await new Promise<void>((resolve, reject) => server.once("error", reject).listen(ports[0], "127.0.0.1", resolve));
   server.close();

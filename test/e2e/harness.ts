@@ -33,10 +33,16 @@ const EPHEMERAL_LOW = (() => {
 })();
 const LOWEST_PORT = 10_000;
 
-/** A port no process listens on now, below the ephemeral range. */
+// Handed out already: a port picked but not yet bound (a cluster's members are planned before any
+// starts) still tests free.
+const handedOut = new Set<number>();
+
+/** A port no process listens on now, below the ephemeral range, never handed out before by this process. */
 export async function freePort(): Promise<number> {
   for (let attempt = 0; attempt < 100; attempt++) {
     const port = LOWEST_PORT + Math.floor(Math.random() * (EPHEMERAL_LOW - LOWEST_PORT));
+    if (handedOut.has(port)) continue;
+    handedOut.add(port); // before the test: calls at once must not test the same port one after the other
     const free = await new Promise<boolean>((resolve) => {
       const server = net.createServer();
       server.unref();
