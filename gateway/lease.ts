@@ -155,7 +155,7 @@ export const leaseTimeToLive: UnaryMethod<bigint> = {
 /** LeaseKeepAlive: a stream of IDs; etcd answers each in order, so the asked IDs queue up. */
 export const leaseKeepAlive: StreamMethod = {
   kind: "stream",
-  open(ctx) {
+  open(ctx, reply) {
     const asked: bigint[] = [];
     return {
       request(message) {
@@ -166,7 +166,7 @@ export const leaseKeepAlive: StreamMethod = {
       response(message) {
         const id = asked.shift();
         if (id === undefined) throw new MalformedMessage("a keepalive answer for no request");
-        return restoreId(message, id, "LeaseKeepAliveResponse");
+        reply(restoreId(message, id, "LeaseKeepAliveResponse"));
       },
     };
   },

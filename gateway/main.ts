@@ -49,6 +49,7 @@ const ctx: CallContext = {
   keyspace,
   leases: new LeaseScope(config.prefix),
   limits: DEFAULT_LIMITS,
+  openWatches: { count: 0 },
   storage: { usedBytes: () => usage.usedBytes, quotaBytes: () => config.quota.storageBytes },
 };
 metrics.storage(() => usage.usedBytes, config.quota);

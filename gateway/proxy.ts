@@ -18,6 +18,8 @@ export interface CallContext {
   keyspace: TenantKeyspace;
   leases: LeaseScope;
   limits: Limits;
+  /** Watches this gateway holds open in core etcd, on all streams (against limits.maxOpenWatches). */
+  openWatches: { count: number };
   /** What Status reports as the database: the tenant's own data. */
   storage: { usedBytes(): number; quotaBytes(): number };
 }
@@ -41,13 +43,17 @@ export interface UnaryMethod<State> {
 export interface StreamTranslator {
   /** The core request for one tenant message, or undefined to send nothing. */
   request(message: Buffer): Buffer | undefined;
-  response(message: Buffer): Buffer;
+  /** Translates one core answer, handing the tenant's answers to `reply`. */
+  response(message: Buffer): void;
+  /** The stream ended. */
+  close?(): void;
 }
 
 export interface StreamMethod {
   kind: "stream";
   keyed?: KeyFields;
-  open(ctx: CallContext): StreamTranslator;
+  /** `reply` sends one answer (a gRPC frame) to the tenant, after those before it. */
+  open(ctx: CallContext, reply: (framed: Buffer) => void): StreamTranslator;
 }
 
 // Loosely typed on purpose: each method's state type stays its own.
@@ -155,11 +161,18 @@ export class Proxy {
   }
 
   private bidirectional(stream: ServerHttp2Stream, path: string, method: StreamMethod, headers: OutgoingHttpHeaders, done: (code: number) => void): void {
-    const translator = method.open(this.ctx);
-    const fromTenant = this.requestDecoder();
-    const fromCore = answerDecoder(this.ctx.limits.maxResponseBytes);
     let upstream: ClientHttp2Stream | undefined;
     let finished = false;
+    const translator = method.open(this.ctx, (framed) => {
+      if (finished) return;
+      if (!writeFrame(stream, framed) && upstream) {
+        const paused = upstream;
+        paused.pause();
+        stream.once("drain", () => paused.resume());
+      }
+    });
+    const fromTenant = this.requestDecoder();
+    const fromCore = answerDecoder(this.ctx.limits.maxResponseBytes);
     let coreStatus: { code: number; message: string } | undefined;
     // Tenant messages in order, then END_OF_REQUESTS once the tenant half-closed.
     const queue: Buffer[] = [];
@@ -170,6 +183,7 @@ export class Proxy {
     const end = (code: number, message: string) => {
       if (finished) return;
       finished = true;
+      translator.close?.();
       this.streams.delete(shutdown);
       this.metrics.streamClosed(path);
       endWithStatus(stream, code, message);
@@ -255,12 +269,7 @@ export class Proxy {
         });
         opened.on("data", (chunk: Buffer) => {
           try {
-            for (const message of fromCore.push(chunk)) {
-              if (!writeFrame(stream, translator.response(message))) {
-                opened.pause();
-                stream.once("drain", () => opened.resume());
-              }
-            }
+            for (const message of fromCore.push(chunk)) translator.response(message);
           } catch (error) {
             end(...this.describe(error, "answer"));
           }

@@ -3,12 +3,13 @@
 // through gateways started from the returned Deployments with their spec.quota.
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
+import https from "node:https";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { connect, EtcdGrpcError, GrpcStatus, type EtcdClient } from "../support/etcd-client.ts";
 import { testConfig } from "../support/requests.ts";
 import { scrape, valueOf } from "./gateway-kit.ts";
-import { startCoreEtcd, stopAll, tempDir, type CoreEtcd } from "./harness.ts";
+import { startCoreEtcd, stopAll, tempDir, waitFor, type CoreEtcd } from "./harness.ts";
 import { startProxy, startTenant, type RunningTenant } from "./tenant.ts";
 
 const MiB = 1024 * 1024;
@@ -18,6 +19,8 @@ const LARGEST_REQUEST = 2 * MiB;
 // A call waits for the rate at most this long before it is refused (gateway/quota.ts).
 const MAX_WAIT_S = 1;
 const VALUE = Buffer.alloc(64 * KiB, "q");
+// Watches one gateway replica holds open in core etcd at most (gateway/limits.ts).
+const MAX_OPEN_WATCHES = 10_000;
 
 async function clientOf(tenant: RunningTenant, endpoint = tenant.endpoint): Promise<EtcdClient> {
   const [ca, cert, key] = await Promise.all([tenant.credentials.cacert, tenant.credentials.cert, tenant.credentials.key].map((file) => readFile(file)));
@@ -28,6 +31,20 @@ async function clientOf(tenant: RunningTenant, endpoint = tenant.endpoint): Prom
 async function liveBytes(core: EtcdClient, prefix: string): Promise<number> {
   const { kvs } = await core.kv.range({ key: prefix, range_end: Buffer.concat([Buffer.from(prefix.slice(0, -1)), Buffer.from("0")]) });
   return kvs.reduce((sum, kv) => sum + kv.key.length + kv.value.length, 0);
+}
+
+/** Core etcd's Prometheus metrics, read with the host's credentials. */
+function coreMetrics(core: CoreEtcd): Promise<string> {
+  return new Promise((resolve, reject) => {
+    https
+      .get(`${core.endpoint}/metrics`, { ...core.tls, agent: false }, (response) => {
+        let body = "";
+        response.setEncoding("utf8");
+        response.on("data", (chunk: string) => (body += chunk));
+        response.on("end", () => resolve(body));
+      })
+      .on("error", reject);
+  });
 }
 
 const refusal = async (call: Promise<unknown>) => {
@@ -170,6 +187,38 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
     await client.kv.put({ key: "/registry/after", value: Buffer.alloc(64 * KiB, "c") });
     assert.equal((await host.kv.range({ key: "/etcdstorage/gaveup//registry/after" })).kvs.length, 1);
     assert.equal((await host.kv.range({ key: "/etcdstorage/gaveup//registry/abandoned" })).kvs.length, 0, "the abandoned write reached core etcd");
+  });
+
+  test("a gateway holds at most 10,000 of its tenant's watches open in core etcd; past that a create is refused as etcd refuses one, and a cancel or an ended stream makes room", async () => {
+    const { client } = await tenant("watches", { quota: { storage: "4Mi", writeBytesPerSecond: "256Ki", requestsPerSecond: 100000 } });
+    const coreWatchers = async () => Number(/^etcd_debugging_mvcc_watcher_total (\d+)$/m.exec(await coreMetrics(core))![1]);
+    const before = await coreWatchers();
+    const first = client.watch();
+    const created: string[] = [];
+    const canceled: string[] = [];
+    first.onResponse((answer) => (answer.created ? created : canceled).push(answer.watch_id));
+    for (let i = 0; i < MAX_OPEN_WATCHES; i++) first.create({ key: `/registry/widgets/w-${i}` });
+    await waitFor(`${MAX_OPEN_WATCHES} watches created`, async () => created.length === MAX_OPEN_WATCHES, 30_000);
+    assert.equal((await coreWatchers()) - before, MAX_OPEN_WATCHES);
+
+    const second = client.watch();
+    second.create({ key: "/registry/widgets/one-more" });
+    const refused = await second.next();
+    assert.deepEqual([refused.watch_id, refused.created, refused.canceled], ["-1", true, true]);
+    assert.match(refused.cancel_reason, /^etcdstorage gateway: too many open watches: this gateway replica holds 10000, its limit/);
+    assert.equal((await coreWatchers()) - before, MAX_OPEN_WATCHES, "the refused create never reached core etcd");
+
+    first.cancelWatch(created[0]!);
+    await waitFor("the cancel's answer", async () => canceled.includes(created[0]!));
+    second.create({ key: "/registry/widgets/after-a-cancel" });
+    const accepted = await second.next();
+    assert.deepEqual([accepted.created, accepted.canceled], [true, false], "a cancel made room");
+
+    first.cancel();
+    await waitFor("core etcd to drop the ended stream's watchers", async () => (await coreWatchers()) - before === 1);
+    second.create({ key: "/registry/widgets/after-the-end" });
+    assert.deepEqual([(await second.next()).canceled], [false], "an ended stream made room");
+    second.cancel();
   });
 
   test("two replicas of one tenant together stay within the documented overshoot", async () => {
