@@ -5,7 +5,8 @@
 // replaced, before it is sent, by the tenant's "absent" lease (its tag and zero random bits,
 // never granted), so core etcd answers exactly as for a lease that does not exist, and the tenant
 // learns nothing. Ownership is a property of the ID: it survives gateway restarts and holds
-// across replicas without any stored state.
+// across replicas without any stored state. How many leases a tenant holds is bounded per replica
+// (HeldLeases, limits.maxLeases).
 import { createHash, randomInt } from "node:crypto";
 import { GrpcError, Status, frame, frameWriter } from "./grpc.ts";
 import { passThrough } from "./messages.ts";
@@ -41,6 +42,58 @@ export class LeaseScope {
   confineAttached(id: bigint): bigint {
     return id === 0n ? 0n : this.confine(id);
   }
+}
+
+/**
+ * The leases this replica vouches for: granted or kept alive through it, until their TTL ran out
+ * since then, or they were revoked through it. A lease that lives was granted or kept alive
+ * through some replica within its TTL, so every live lease of the tenant is counted by at least
+ * one replica: with each at most limits.maxLeases, the tenant holds at most replicas x maxLeases
+ * in core etcd (and the grants in flight when the bound was reached).
+ */
+export class HeldLeases {
+  private readonly expiry = new Map<bigint, number>();
+  private readonly now: () => number;
+  private sweptAt = -Infinity;
+
+  constructor(now: () => number = () => performance.now()) {
+    this.now = now;
+  }
+
+  /** How many; those past their TTL go at most a second late (a sweep is a pass over all). */
+  get size(): number {
+    const now = this.now();
+    if (now - this.sweptAt >= SWEEP_MS) {
+      this.sweptAt = now;
+      for (const [id, until] of this.expiry) if (until <= now) this.expiry.delete(id);
+    }
+    return this.expiry.size;
+  }
+
+  /** Granted or kept alive with `ttlSeconds` left; 0 left: it no longer exists. */
+  hold(id: bigint, ttlSeconds: number): void {
+    if (ttlSeconds > 0) this.expiry.set(id, this.now() + ttlSeconds * 1000);
+    else this.expiry.delete(id);
+  }
+
+  release(id: bigint): void {
+    this.expiry.delete(id);
+  }
+}
+
+const SWEEP_MS = 1_000;
+
+/** The TTL (field 3) of a LeaseGrantResponse or LeaseKeepAliveResponse. */
+function answeredTtl(message: Buffer, name: string): number {
+  const reader = new Reader(message);
+  let ttl = 0;
+  while (reader.next()) {
+    if (reader.field === 3) {
+      reader.expect(VARINT, name);
+      ttl = Number(reader.bigint());
+    } else reader.skip();
+  }
+  return ttl;
 }
 
 /** A message with one lease ID field (LeaseRevokeRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest's first field). */
@@ -95,10 +148,14 @@ function restoreId(message: Buffer, id: bigint, name: string, keys?: (value: Buf
   return frame(writer);
 }
 
-export const leaseGrant: UnaryMethod<void> = {
+export const leaseGrant: UnaryMethod<bigint> = {
   kind: "unary",
   idempotent: false,
   request(message, ctx) {
+    const { maxLeases } = ctx.limits;
+    if (ctx.heldLeases.size >= maxLeases) {
+      throw new GrpcError(Status.RESOURCE_EXHAUSTED, `etcdstorage gateway: too many leases: this gateway replica holds ${maxLeases}, its limit (each one takes core etcd's memory); revoke leases or let them expire to grant others`);
+    }
     // LeaseGrantRequest: TTL = 1, ID = 2.
     const reader = new Reader(message);
     const writer = frameWriter(32);
@@ -116,23 +173,30 @@ export const leaseGrant: UnaryMethod<void> = {
     }
     const longest = BigInt(ctx.limits.maxLeaseTtlSeconds);
     if (ttl !== 0n) writer.bigintField(1, ttl > longest ? longest : ttl);
-    writer.bigintField(2, ctx.leases.newId());
-    return { framed: frame(writer), state: undefined };
+    const id = ctx.leases.newId();
+    writer.bigintField(2, id);
+    return { framed: frame(writer), state: id };
   },
   // LeaseGrantResponse carries the ID the gateway chose, the TTL and an error string: as they came.
-  response: (message) => passThrough(message, { 1: LENGTH_DELIMITED, 2: VARINT, 3: VARINT, 4: LENGTH_DELIMITED }, "LeaseGrantResponse"),
+  response(message, ctx, id) {
+    ctx.heldLeases.hold(id, answeredTtl(message, "LeaseGrantResponse"));
+    return passThrough(message, { 1: LENGTH_DELIMITED, 2: VARINT, 3: VARINT, 4: LENGTH_DELIMITED }, "LeaseGrantResponse");
+  },
   // Another lease already has the random ID: draw again.
   retry: (code, message) => code === Status.FAILED_PRECONDITION && message.includes("lease already exists"),
 };
 
-export const leaseRevoke: UnaryMethod<void> = {
+export const leaseRevoke: UnaryMethod<bigint> = {
   kind: "unary",
   idempotent: false,
   request(message, ctx) {
-    const { id } = readId(message, "LeaseRevokeRequest");
-    return { framed: writeWithId(ctx.leases.confine(id), message, []), state: undefined };
+    const id = ctx.leases.confine(readId(message, "LeaseRevokeRequest").id);
+    return { framed: writeWithId(id, message, []), state: id };
   },
-  response: (message) => passThrough(message, { 1: LENGTH_DELIMITED }, "LeaseRevokeResponse"),
+  response(message, ctx, id) {
+    ctx.heldLeases.release(id);
+    return passThrough(message, { 1: LENGTH_DELIMITED }, "LeaseRevokeResponse");
+  },
 };
 
 export const leaseTimeToLive: UnaryMethod<bigint> = {
@@ -166,6 +230,8 @@ export const leaseKeepAlive: StreamMethod = {
       response(message) {
         const id = asked.shift();
         if (id === undefined) throw new MalformedMessage("a keepalive answer for no request");
+        // TTL 0: no such lease (a foreign ID was sent as the never-granted one).
+        ctx.heldLeases.hold(ctx.leases.confine(id), answeredTtl(message, "LeaseKeepAliveResponse"));
         reply(restoreId(message, id, "LeaseKeepAliveResponse"));
       },
     };

@@ -10,7 +10,7 @@ import { ConfigError, describeConfig, parseFlags, type GatewayConfig } from "./c
 import { Status, endWithStatus } from "./grpc.ts";
 import { startHealthServer, type HealthState } from "./health.ts";
 import { TenantKeyspace } from "./keys.ts";
-import { LeaseScope } from "./lease.ts";
+import { HeldLeases, LeaseScope } from "./lease.ts";
 import { DEFAULT_LIMITS } from "./limits.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { Proxy, type CallContext } from "./proxy.ts";
@@ -50,6 +50,7 @@ const ctx: CallContext = {
   leases: new LeaseScope(config.prefix),
   limits: DEFAULT_LIMITS,
   openWatches: { count: 0 },
+  heldLeases: new HeldLeases(),
   storage: { usedBytes: () => usage.usedBytes, quotaBytes: () => config.quota.storageBytes },
 };
 metrics.storage(() => usage.usedBytes, config.quota);

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { giveBack } from "./buffers.ts";
 import { GrpcError, MessageDecoder, RESPONSE_HEADERS, Status, decodeGrpcMessage, endWithStatus, sendUnary, validTimeout, writeFrame } from "./grpc.ts";
 import { assertConfined, OutsidePrefix, type KEYED_REQUESTS, type TenantKeyspace } from "./keys.ts";
-import type { LeaseScope } from "./lease.ts";
+import type { HeldLeases, LeaseScope } from "./lease.ts";
 import type { Limits } from "./limits.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { Quota, Reservation, Writes } from "./quota.ts";
@@ -20,6 +20,8 @@ export interface CallContext {
   limits: Limits;
   /** Watches this gateway holds open in core etcd, on all streams (against limits.maxOpenWatches). */
   openWatches: { count: number };
+  /** Leases granted or kept alive through this gateway within their TTL (against limits.maxLeases). */
+  heldLeases: HeldLeases;
   /** What Status reports as the database: the tenant's own data. */
   storage: { usedBytes(): number; quotaBytes(): number };
 }

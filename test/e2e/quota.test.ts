@@ -19,8 +19,9 @@ const LARGEST_REQUEST = 2 * MiB;
 // A call waits for the rate at most this long before it is refused (gateway/quota.ts).
 const MAX_WAIT_S = 1;
 const VALUE = Buffer.alloc(64 * KiB, "q");
-// Watches one gateway replica holds open in core etcd at most (gateway/limits.ts).
+// Watches one gateway replica holds open in core etcd at most, and leases it vouches for (gateway/limits.ts).
 const MAX_OPEN_WATCHES = 10_000;
+const MAX_LEASES = 10_000;
 
 async function clientOf(tenant: RunningTenant, endpoint = tenant.endpoint): Promise<EtcdClient> {
   const [ca, cert, key] = await Promise.all([tenant.credentials.cacert, tenant.credentials.cert, tenant.credentials.key].map((file) => readFile(file)));
@@ -219,6 +220,27 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
     second.create({ key: "/registry/widgets/after-the-end" });
     assert.deepEqual([(await second.next()).canceled], [false], "an ended stream made room");
     second.cancel();
+  });
+
+  test("a gateway vouches for at most 10,000 of its tenant's leases in core etcd; past that a grant is refused by name, and a revoke makes room", async () => {
+    const { client } = await tenant("leases", { quota: { storage: "4Mi", writeBytesPerSecond: "256Ki", requestsPerSecond: 100000 } });
+    const coreLeases = async () => (await host.lease.leases({})).leases.length;
+    const before = await coreLeases();
+    const granted: string[] = [];
+    let asked = 0;
+    await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        while (asked++ < MAX_LEASES) granted.push((await client.lease.grant({ TTL: 600 })).ID);
+      }),
+    );
+    assert.equal(granted.length, MAX_LEASES);
+    const refused = await refusal(client.lease.grant({ TTL: 600 }));
+    assert.equal(refused?.code, GrpcStatus.RESOURCE_EXHAUSTED);
+    assert.match(refused!.details, /^etcdstorage gateway: too many leases: this gateway replica holds 10000, its limit/);
+    assert.equal((await coreLeases()) - before, MAX_LEASES, "the refused grant never reached core etcd");
+    await client.lease.revoke({ ID: granted[0]! });
+    await client.lease.grant({ TTL: 600 });
+    assert.equal((await coreLeases()) - before, MAX_LEASES);
   });
 
   test("two replicas of one tenant together stay within the documented overshoot", async () => {

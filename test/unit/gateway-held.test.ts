@@ -1,12 +1,15 @@
-// The bound on watches a gateway holds open in core etcd (gateway/watch.ts, limits.maxOpenWatches):
-// counted from each create sent to core etcd until etcd cancels the watch or its stream ends, on
-// every stream of the gateway; a create past the bound is not sent, and is refused as etcd refuses
-// one, in its turn after the creates before it. e2e/quota.test.ts runs it against real etcd.
+// What a tenant holds in core etcd's memory through one gateway, bounded (gateway/limits.ts):
+// - watches (gateway/watch.ts, maxOpenWatches): counted from each create sent to core etcd until
+//   etcd cancels the watch or its stream ends, on every stream of the gateway; a create past the
+//   bound is not sent, and is refused as etcd refuses one, in its turn after the creates before it;
+// - leases (gateway/lease.ts, maxLeases): those granted or kept alive through the gateway within
+//   their TTL; a grant past the bound is refused.
+// e2e/quota.test.ts runs both against real etcd.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { frame, frameWriter } from "../../gateway/grpc.ts";
+import { frame, frameWriter, GrpcError, Status } from "../../gateway/grpc.ts";
 import { TenantKeyspace } from "../../gateway/keys.ts";
-import { LeaseScope } from "../../gateway/lease.ts";
+import { HeldLeases, leaseGrant, leaseKeepAlive, LeaseScope, leaseRevoke } from "../../gateway/lease.ts";
 import { DEFAULT_LIMITS } from "../../gateway/limits.ts";
 import type { CallContext } from "../../gateway/proxy.ts";
 import { watch } from "../../gateway/watch.ts";
@@ -14,12 +17,13 @@ import { Reader } from "../../gateway/wire.ts";
 
 const PREFIX = "/etcdstorage/w/";
 
-function context(maxOpenWatches: number): CallContext {
+function context(bounds: { maxOpenWatches?: number; maxLeases?: number }, clock = { now: 0 }): CallContext {
   return {
     keyspace: new TenantKeyspace(PREFIX),
     leases: new LeaseScope(PREFIX),
-    limits: { ...DEFAULT_LIMITS, maxOpenWatches },
+    limits: { ...DEFAULT_LIMITS, ...bounds },
     openWatches: { count: 0 },
+    heldLeases: new HeldLeases(() => clock.now),
     storage: { usedBytes: () => 0, quotaBytes: () => 0 },
   };
 }
@@ -69,7 +73,7 @@ function stream(ctx: CallContext) {
 }
 
 test("past the bound a create is not sent, and its refusal follows the answers to the creates before it", () => {
-  const ctx = context(2);
+  const ctx = context({ maxOpenWatches: 2 });
   const one = stream(ctx);
   assert.ok(one.translator.request(create("/a")), "the first create is sent");
   assert.ok(one.translator.request(create("/b")), "the second too");
@@ -103,3 +107,73 @@ test("past the bound a create is not sent, and its refusal follows the answers t
   one.translator.close!();
   assert.equal(ctx.openWatches.count, 0);
 });
+
+/** A LeaseGrantResponse or LeaseKeepAliveResponse from core etcd (unframed): header, ID, TTL. */
+function leaseAnswer(id: bigint, ttl: number): Buffer {
+  const writer = frameWriter(32);
+  const header = writer.begin(1, 4);
+  writer.varintField(3, 9);
+  writer.finish(header);
+  writer.bigintField(2, id);
+  if (ttl > 0) writer.varintField(3, ttl);
+  return frame(writer).subarray(5);
+}
+
+test("leases a gateway vouches for: granted or kept alive through it within their TTL; a grant past the bound is refused", () => {
+  const clock = { now: 0 };
+  const grantRequest = Buffer.from([0x08, 60]); // LeaseGrantRequest{TTL: 60}
+  const replica = context({ maxLeases: 2 }, clock);
+  const grant = () => {
+    const { state: id } = leaseGrant.request(grantRequest, replica);
+    leaseGrant.response(leaseAnswer(id, 60), replica, id);
+    return id;
+  };
+  const first = grant();
+  const second = grant();
+  assert.equal(replica.heldLeases.size, 2);
+  assert.throws(
+    () => leaseGrant.request(grantRequest, replica),
+    (error: unknown) => error instanceof GrpcError && error.code === Status.RESOURCE_EXHAUSTED && /^etcdstorage gateway: too many leases: this gateway replica holds 2, its limit/.test(error.message),
+  );
+
+  // A revoke through it gives one back.
+  const { state: revoked } = leaseRevoke.request(idMessage(first), replica);
+  leaseRevoke.response(Buffer.alloc(0), replica, revoked);
+  assert.equal(replica.heldLeases.size, 1);
+
+  // Another replica vouches for a lease once it keeps it alive; a TTL of 0 is a lease that does not exist.
+  const other = context({ maxLeases: 2 }, clock);
+  const keepAlive = leaseKeepAlive.open(other, () => {});
+  clock.now = 50_000;
+  keepAlive.request(idMessage(second));
+  keepAlive.response(leaseAnswer(second, 60));
+  assert.equal(other.heldLeases.size, 1);
+  keepAlive.request(idMessage(first));
+  keepAlive.response(leaseAnswer(first, 0));
+  assert.equal(other.heldLeases.size, 1, "the revoked lease is not held");
+
+  // The granting replica lets go once the TTL ran out since its grant (at the next sweep, a second
+  // at most); the other holds the lease for 60 s from the keepalive.
+  clock.now = 60_500;
+  assert.equal(replica.heldLeases.size, 0);
+  assert.equal(other.heldLeases.size, 1);
+  clock.now = 110_000;
+  assert.equal(other.heldLeases.size, 0);
+});
+
+/** A message whose field 1 is a lease ID (LeaseRevokeRequest, LeaseKeepAliveRequest). */
+function idMessage(id: bigint): Buffer {
+  return Buffer.from([0x08, ...varint(id)]);
+}
+
+/** A varint's bytes (for hand-written messages). */
+function varint(value: bigint): number[] {
+  const bytes: number[] = [];
+  let rest = BigInt.asUintN(64, value);
+  while (rest >= 0x80n) {
+    bytes.push(Number(rest & 0x7fn) | 0x80);
+    rest >>= 7n;
+  }
+  bytes.push(Number(rest));
+  return bytes;
+}
