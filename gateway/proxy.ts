@@ -163,6 +163,12 @@ export class Proxy {
   }
 
   private bidirectional(stream: ServerHttp2Stream, path: string, method: StreamMethod, headers: OutgoingHttpHeaders, done: (code: number) => void): void {
+    const { maxOpenStreams } = this.ctx.limits;
+    if (this.streams.size >= maxOpenStreams) {
+      endWithStatus(stream, Status.RESOURCE_EXHAUSTED, `etcdstorage gateway: too many open streams: this gateway replica holds ${maxOpenStreams}, its limit (each one takes core etcd's memory); end streams to open others`);
+      done(Status.RESOURCE_EXHAUSTED);
+      return;
+    }
     let upstream: ClientHttp2Stream | undefined;
     let finished = false;
     const translator = method.open(this.ctx, (framed) => {

@@ -22,6 +22,7 @@ const VALUE = Buffer.alloc(64 * KiB, "q");
 // Watches one gateway replica holds open in core etcd at most, and leases it vouches for (gateway/limits.ts).
 const MAX_OPEN_WATCHES = 10_000;
 const MAX_LEASES = 10_000;
+const MAX_OPEN_STREAMS = 1_000;
 
 async function clientOf(tenant: RunningTenant, endpoint = tenant.endpoint): Promise<EtcdClient> {
   const [ca, cert, key] = await Promise.all([tenant.credentials.cacert, tenant.credentials.cert, tenant.credentials.key].map((file) => readFile(file)));
@@ -241,6 +242,36 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
     await client.lease.revoke({ ID: granted[0]! });
     await client.lease.grant({ TTL: 600 });
     assert.equal((await coreLeases()) - before, MAX_LEASES);
+  });
+
+  test("a gateway holds at most 1,000 of its tenant's streams open to core etcd, over all connections; past that a stream is refused by name, and an ended one makes room", async () => {
+    const { tenant: started, client } = await tenant("streams", { quota: { storage: "4Mi", writeBytesPerSecond: "256Ki", requestsPerSecond: 100000 } });
+    const second = await clientOf(started);
+    clients.push(second);
+    /** A stream with one watch on it, and the answer to its create (none: the stream ended). */
+    const opened = async (on: EtcdClient) => {
+      const stream = on.watch();
+      stream.create({ key: "/registry/widgets/one" });
+      const answer = await stream.next().catch(() => undefined);
+      return { stream, answer };
+    };
+    const held = await Promise.all(Array.from({ length: MAX_OPEN_STREAMS }, () => opened(client)));
+    assert.ok(held.every(({ answer }) => answer?.created && !answer.canceled), "every stream open, with its watch");
+
+    const extra = await opened(second);
+    assert.equal(extra.answer, undefined, "one more, from another connection, is not served");
+    const ended = await extra.stream.closed;
+    assert.equal(ended?.code, GrpcStatus.RESOURCE_EXHAUSTED, "one more, from another connection");
+    assert.match(ended!.details, /^etcdstorage gateway: too many open streams: this gateway replica holds 1000, its limit/);
+
+    held[0]!.stream.cancel();
+    await waitFor("room for a stream once one ended", async () => {
+      const again = await opened(second);
+      const accepted = again.answer?.created === true;
+      if (accepted) again.stream.cancel();
+      return accepted;
+    });
+    for (const { stream } of held) stream.cancel();
   });
 
   test("two replicas of one tenant together stay within the documented overshoot", async () => {
