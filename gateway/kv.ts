@@ -15,6 +15,7 @@ import { checkKeySize, checkTxnDepth } from "./limits.ts";
 import { copyKnownFields, writeStrippedKeyValue, type KnownFields } from "./messages.ts";
 import type { CallContext, UnaryMethod } from "./proxy.ts";
 import type { Writes } from "./quota.ts";
+import { answerBytes, type StoredData } from "./reads.ts";
 import { LENGTH_DELIMITED, Reader, VARINT, type Writer } from "./wire.ts";
 
 const EMPTY_KEY = () => new GrpcError(Status.INVALID_ARGUMENT, "etcdserver: key is not provided");
@@ -204,7 +205,13 @@ function answer(fields: AnswerFields, name: string) {
  * Range, Put and DeleteRange: one keyed request, one answer. A read may be retried on another
  * endpoint, and reads an empty range_end as "to the end"; a write does neither (measured, keys.ts).
  */
-function keyedMethod(request: KeyedMessage & { name: "RangeRequest" | "PutRequest" | "DeleteRangeRequest" }, answerFields: AnswerFields, answerName: string, read: boolean): UnaryMethod<undefined> {
+function keyedMethod(
+  request: KeyedMessage & { name: "RangeRequest" | "PutRequest" | "DeleteRangeRequest" },
+  answerFields: AnswerFields,
+  answerName: string,
+  read: boolean,
+  built?: (framed: Buffer, data: StoredData) => number,
+): UnaryMethod<undefined> {
   const emptyRangeEnd: EmptyRangeEnd = read ? "to-the-end" : "single-key";
   return {
     kind: "unary",
@@ -212,12 +219,13 @@ function keyedMethod(request: KeyedMessage & { name: "RangeRequest" | "PutReques
     idempotent: read,
     request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(request, message, 0, message.length, ctx, writer, writes, emptyRangeEnd)),
     response: answer(answerFields, answerName),
+    ...(built ? { answerBytes: (framed: Buffer, ctx: CallContext) => built(framed, ctx.storage) } : {}),
   };
 }
 
-export const range = keyedMethod(RANGE, RANGE_ANSWER, "RangeResponse", true);
+export const range = keyedMethod(RANGE, RANGE_ANSWER, "RangeResponse", true, answerBytes.range);
 export const put = keyedMethod(PUT, PUT_ANSWER, "PutResponse", false);
-export const deleteRange = keyedMethod(DELETE_RANGE, DELETE_RANGE_ANSWER, "DeleteRangeResponse", false);
+export const deleteRange = keyedMethod(DELETE_RANGE, DELETE_RANGE_ANSWER, "DeleteRangeResponse", false, answerBytes.deleteRange);
 
 export const txn: UnaryMethod<undefined> = {
   kind: "unary",
@@ -226,4 +234,5 @@ export const txn: UnaryMethod<undefined> = {
   request: (message, ctx) =>
     translate(message, ctx, (writer, writes) => writeTxn(message, 0, message.length, ctx, writer, 1, writes, isReadOnlyTxn(message, 0, message.length) ? "to-the-end" : "single-key")),
   response: answer(TXN_ANSWER, "TxnResponse"),
+  answerBytes: (framed, ctx) => answerBytes.txn(framed, ctx.storage),
 };

@@ -42,6 +42,8 @@ export interface Limits {
    * stream among the watches that carry the same metadata: kube-apiserver opens a few.
    */
   maxOpenStreams: number;
+  /** Bytes that reads may make core etcd build in memory at once, through one replica (reads.ts). */
+  maxReadBytesInFlight: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -53,6 +55,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxOpenWatches: 10_000,
   maxLeases: 10_000,
   maxOpenStreams: 1_000,
+  maxReadBytesInFlight: 64 * 1024 * 1024,
 };
 
 export function checkKeySize(limits: Limits, key: Uint8Array, what: string): void {

@@ -51,7 +51,7 @@ const ctx: CallContext = {
   limits: DEFAULT_LIMITS,
   openWatches: { count: 0 },
   heldLeases: new HeldLeases(),
-  storage: { usedBytes: () => usage.usedBytes, quotaBytes: () => config.quota.storageBytes },
+  storage: { usedBytes: () => usage.usedBytes, largestObjectBytes: () => usage.largestObjectBytes, quotaBytes: () => config.quota.storageBytes },
 };
 metrics.storage(() => usage.usedBytes, config.quota);
 usage.onConfirmation((how) => metrics.confirmed(how));

@@ -10,7 +10,8 @@ import type { HeldLeases, LeaseScope } from "./lease.ts";
 import type { Limits } from "./limits.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { Quota, Reservation, Writes } from "./quota.ts";
-import { answerDecoder, unreachable, type CoreConnection } from "./upstream.ts";
+import { ReadBudget, type StoredData } from "./reads.ts";
+import { answerDecoder, unreachable, type CoreAnswer, type CoreConnection } from "./upstream.ts";
 import { answerRevision } from "./usage.ts";
 import { MalformedMessage } from "./wire.ts";
 
@@ -22,8 +23,8 @@ export interface CallContext {
   openWatches: { count: number };
   /** Leases granted or kept alive through this gateway within their TTL (against limits.maxLeases). */
   heldLeases: HeldLeases;
-  /** What Status reports as the database: the tenant's own data. */
-  storage: { usedBytes(): number; quotaBytes(): number };
+  /** What Status reports as the database, and what reads.ts estimates answers from: the tenant's own data. */
+  storage: StoredData & { quotaBytes(): number };
 }
 
 type KeyFields = (typeof KEYED_REQUESTS)[keyof typeof KEYED_REQUESTS];
@@ -38,6 +39,8 @@ export interface UnaryMethod<State> {
   request(message: Buffer, ctx: CallContext): { framed: Buffer; state: State; writes?: Writes };
   /** The tenant's answer (a gRPC frame) for core etcd's. */
   response(message: Buffer, ctx: CallContext, state: State): Buffer;
+  /** What core etcd may build in memory to answer the outgoing request (reads.ts); absent: little. */
+  answerBytes?(framed: Buffer, ctx: CallContext): number;
   /** Whether a failed call is tried again with a new request. */
   retry?(code: number, message: string): boolean;
 }
@@ -71,6 +74,7 @@ export class Proxy {
   private readonly log: Logger;
   private readonly streams = new Set<() => void>();
   private readonly quota: Quota;
+  private readonly reads: ReadBudget;
 
   constructor(methods: ReadonlyMap<string, Method>, ctx: CallContext, core: CoreConnection, metrics: GatewayMetrics, log: Logger, quota: Quota) {
     this.methods = methods;
@@ -79,6 +83,7 @@ export class Proxy {
     this.metrics = metrics;
     this.log = log;
     this.quota = quota;
+    this.reads = new ReadBudget(ctx.limits.maxReadBytesInFlight);
   }
 
   /** One tenant call, already authenticated. */
@@ -136,12 +141,20 @@ export class Proxy {
       } catch (error) {
         return reply(...this.describe(error, "request"));
       }
-      // The tenant gave up while the call waited for its quota: what it no longer waits for is not sent.
-      if (stream.closed) {
-        if (reservation) this.quota.settle(reservation, 0);
-        return Status.CANCELLED;
+      // A read whose answer core etcd may build large waits for its share of the bytes in flight.
+      const bytes = method.answerBytes?.(framed, this.ctx) ?? 0;
+      const leave = bytes > 0 ? await this.reads.enter(bytes) : undefined;
+      let answer: CoreAnswer;
+      try {
+        // The tenant gave up while the call waited for its quota or its turn: what it no longer waits for is not sent.
+        if (stream.closed) {
+          if (reservation) this.quota.settle(reservation, 0);
+          return Status.CANCELLED;
+        }
+        answer = await this.core.call(path, headers, framed, this.ctx.limits.maxResponseBytes, stream);
+      } finally {
+        leave?.();
       }
-      const answer = await this.core.call(path, headers, framed, this.ctx.limits.maxResponseBytes, stream);
       if (reservation) this.quota.settle(reservation, answer.code === Status.OK && answer.body ? answerRevision(answer.body) : 0);
       if (stream.closed) return Status.CANCELLED;
       if (answer.code !== Status.OK) {

@@ -43,6 +43,8 @@ const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 export class TenantUsage {
   /** Live bytes under the prefix, exact as of `revision`. */
   usedBytes = 0;
+  /** The largest key and value seen under the prefix since it was counted (deletes do not lower it). */
+  largestObjectBytes = 0;
   revision = 0;
   private readonly sizes = new Map<string, number>();
   private counted = false;
@@ -198,6 +200,7 @@ export class TenantUsage {
   private async count(): Promise<void> {
     const sizes = new Map<string, number>();
     let used = 0;
+    let largest = 0;
     let revision = 0;
     let start: Buffer = this.keyspace.prefix;
     const sentAt = this.now();
@@ -208,6 +211,7 @@ export class TenantUsage {
       const page = readRangePage(answer.body);
       revision ||= page.revision;
       for (const [key, size] of page.sizes) {
+        if (size > largest) largest = size;
         sizes.set(key, size);
         used += size;
       }
@@ -217,6 +221,7 @@ export class TenantUsage {
     this.sizes.clear();
     for (const [key, size] of sizes) this.sizes.set(key, size);
     this.usedBytes = used;
+    this.largestObjectBytes = largest;
     this.setRevision(revision);
     this.counted = true;
     this.currentAsOf = sentAt;
@@ -297,6 +302,7 @@ export class TenantUsage {
       } else {
         this.sizes.set(key, event.size);
         this.usedBytes += event.size - before;
+        if (event.size > this.largestObjectBytes) this.largestObjectBytes = event.size;
       }
     }
     // Only events say how far the view has got: a watch answer's header may be ahead of events

@@ -365,6 +365,8 @@ export interface EtcdMember {
   start(): Promise<void>;
   /** SIGSTOP: the member answers nothing and closes nothing, as a node that froze or was cut off. */
   freeze(): void;
+  /** The running process's ID (its memory is read from /proc). */
+  pid(): number | undefined;
   /** SIGCONT after freeze(), then waits until healthy. */
   thaw(): Promise<void>;
   etcdctl(args: readonly string[]): Promise<EtcdctlResult>;
@@ -494,6 +496,7 @@ function etcdMember(plan: MemberPlan, plans: readonly MemberPlan[], base: string
       await waitHealthy();
     },
     freeze: () => current?.process.kill("SIGSTOP"),
+    pid: () => current?.process.pid,
     thaw: async () => {
       current?.process.kill("SIGCONT");
       await waitHealthy();
