@@ -1,5 +1,7 @@
-// What one tenant may send in one call. Bounds, not quotas: they keep a message from costing the
-// gateway or core etcd more than an API server's largest honest request does.
+// Bounds, not quotas: what one tenant may send in one call, and what it may hold in core etcd's
+// memory through one replica at once (streams, watches, leases, answers being built). They keep a
+// tenant from costing the gateway or core etcd more than an API server's honest use does, whatever
+// its request rate.
 import { GrpcError, Status } from "./grpc.ts";
 
 export interface Limits {
