@@ -186,6 +186,8 @@ export class Proxy {
     let finished = false;
     const translator = method.open(this.ctx, (framed) => {
       if (finished) return;
+      // An answer of the gateway's own (a refused watch) may come before core etcd's headers.
+      if (!stream.headersSent) stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
       if (!writeFrame(stream, framed) && upstream) {
         const paused = upstream;
         paused.pause();

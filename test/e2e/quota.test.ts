@@ -192,7 +192,7 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
   });
 
   test("a gateway holds at most 10,000 of its tenant's watches open in core etcd; past that a create is refused as etcd refuses one, and a cancel or an ended stream makes room", async () => {
-    const { client } = await tenant("watches", { quota: { storage: "4Mi", writeBytesPerSecond: "256Ki", requestsPerSecond: 100000 } });
+    const { tenant: started, client } = await tenant("watches", { quota: { storage: "4Mi", writeBytesPerSecond: "256Ki", requestsPerSecond: 100000 } });
     const coreWatchers = async () => Number(/^etcd_debugging_mvcc_watcher_total (\d+)$/m.exec(await coreMetrics(core))![1]);
     const before = await coreWatchers();
     const first = client.watch();
@@ -209,6 +209,10 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
     assert.deepEqual([refused.watch_id, refused.created, refused.canceled], ["-1", true, true]);
     assert.match(refused.cancel_reason, /^etcdstorage gateway: too many open watches: this gateway replica holds 10000, its limit/);
     assert.equal((await coreWatchers()) - before, MAX_OPEN_WATCHES, "the refused create never reached core etcd");
+    // etcd's own Go client (etcdctl) takes the refusal as that watch's error, and ends.
+    const byEtcdctl = await started.etcdctl(["watch", "/registry/widgets/by-etcdctl"]);
+    assert.notEqual(byEtcdctl.code, 0);
+    assert.match(byEtcdctl.stderr, /too many open watches/);
 
     first.cancelWatch(created[0]!);
     await waitFor("the cancel's answer", async () => canceled.includes(created[0]!));
