@@ -228,7 +228,7 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
   });
 
   test("a gateway vouches for at most 10,000 of its tenant's leases in core etcd; past that a grant is refused by name, and a revoke makes room", async () => {
-    const { client } = await tenant("leases", { quota: { storage: "4Mi", writeBytesPerSecond: "256Ki", requestsPerSecond: 100000 } });
+    const { tenant: started, client } = await tenant("leases", { quota: { storage: "4Mi", writeBytesPerSecond: "256Ki", requestsPerSecond: 100000 } });
     const coreLeases = async () => (await host.lease.leases({})).leases.length;
     const before = await coreLeases();
     const granted: string[] = [];
@@ -243,6 +243,8 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
     assert.equal(refused?.code, GrpcStatus.RESOURCE_EXHAUSTED);
     assert.match(refused!.details, /^etcdstorage gateway: too many leases: this gateway replica holds 10000, its limit/);
     assert.equal((await coreLeases()) - before, MAX_LEASES, "the refused grant never reached core etcd");
+    const byEtcdctl = await started.etcdctl(["lease", "grant", "600"]);
+    assert.deepEqual([byEtcdctl.code !== 0, /too many leases/.test(byEtcdctl.stderr)], [true, true], `etcdctl: ${byEtcdctl.stderr}`);
     await client.lease.revoke({ ID: granted[0]! });
     await client.lease.grant({ TTL: 600 });
     assert.equal((await coreLeases()) - before, MAX_LEASES);
@@ -267,6 +269,8 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
     const ended = await extra.stream.closed;
     assert.equal(ended?.code, GrpcStatus.RESOURCE_EXHAUSTED, "one more, from another connection");
     assert.match(ended!.details, /^etcdstorage gateway: too many open streams: this gateway replica holds 1000, its limit/);
+    const byEtcdctl = await started.etcdctl(["watch", "/registry/widgets/by-etcdctl"]);
+    assert.deepEqual([byEtcdctl.code !== 0, /too many open streams/.test(byEtcdctl.stderr)], [true, true], `etcdctl: ${byEtcdctl.stderr}`);
 
     held[0]!.stream.cancel();
     await waitFor("room for a stream once one ended", async () => {
