@@ -25,22 +25,22 @@ export interface Limits {
   maxLeaseTtlSeconds: number;
   /**
    * Watches open at once through one gateway replica, on all its streams. Each is a watcher in core
-   * etcd's memory until it is cancelled (measured on etcd 3.5.16: 100,000 took 84 MiB), so watches
+   * etcd's memory until it is cancelled (bench/core-memory.ts: 100,000 took 83 MiB), so watches
    * created at the request rate and never cancelled would grow the host's etcd without bound.
    * kube-apiserver's watch cache opens about one per resource it serves.
    */
   maxOpenWatches: number;
   /**
    * Leases one gateway replica vouches for at once: granted or kept alive through it within their
-   * TTL (lease.ts, HeldLeases). Each lives in core etcd's memory (measured on etcd 3.5.16: 100,000
-   * took 229 MiB), and leases granted at the request rate and kept alive would otherwise reach
+   * TTL (lease.ts, HeldLeases). Each lives in core etcd's memory (bench/core-memory.ts: 100,000
+   * took 127 MiB), and leases granted at the request rate and kept alive would otherwise reach
    * millions. kube-apiserver reuses a lease for a minute per TTL: tens of leases.
    */
   maxLeases: number;
   /**
    * Streams (Watch, LeaseKeepAlive) open at once through one gateway replica, over all its
    * connections. Each is a stream to core etcd, which holds memory for it even with no watch on it
-   * (measured on etcd 3.5.16: 10,000 empty Watch streams took 412 MiB). etcd's client shares one
+   * (bench/core-memory.ts: 10,000 empty Watch streams took 410 MiB). etcd's client shares one
    * stream among the watches that carry the same metadata: kube-apiserver opens a few.
    */
   maxOpenStreams: number;

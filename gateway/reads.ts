@@ -1,6 +1,6 @@
 // Reads that make core etcd build large answers. etcd reads every key and value a Range covers
-// into memory, then encodes the answer, before a byte of it is sent (measured on etcd 3.5.16: 32
-// unpaged Ranges over a 64 MiB prefix at once took its memory from 195 MiB to 4.1 GiB). A tenant's
+// into memory, then encodes the answer, before a byte of it is sent (bench/core-memory.ts: 32
+// unpaged Ranges over a 64 MiB prefix at once took etcd 3.5.16 to 4.1 GiB). A tenant's
 // request rate alone would let it keep dozens in flight, so each replica holds the bytes such reads
 // may build to limits.maxReadBytesInFlight, and a read beyond it waits its turn; one larger than
 // the whole budget runs alone.
