@@ -154,6 +154,7 @@ export const leaseGrant: UnaryMethod<bigint> = {
   request(message, ctx) {
     const { maxLeases } = ctx.limits;
     if (ctx.heldLeases.size >= maxLeases) {
+      ctx.boundReached("leases");
       throw new GrpcError(Status.RESOURCE_EXHAUSTED, `etcdstorage gateway: too many leases: this gateway replica holds ${maxLeases}, its limit (each one takes core etcd's memory); revoke leases or let them expire to grant others`);
     }
     // LeaseGrantRequest: TTL = 1, ID = 2.

@@ -48,6 +48,9 @@ export interface Limits {
   maxReadBytesInFlight: number;
 }
 
+/** The per-replica bounds that refuse (the read budget only delays). */
+export type Bound = "open_streams" | "open_watches" | "leases";
+
 export const DEFAULT_LIMITS: Limits = {
   maxRequestBytes: 2 * 1024 * 1024,
   maxResponseBytes: 64 * 1024 * 1024,

@@ -51,10 +51,12 @@ const ctx: CallContext = {
   limits: DEFAULT_LIMITS,
   openWatches: { count: 0 },
   heldLeases: new HeldLeases(),
+  boundReached: (bound) => metrics.limitRefused(bound),
   storage: { usedBytes: () => usage.usedBytes, largestObjectBytes: () => usage.largestObjectBytes, quotaBytes: () => config.quota.storageBytes },
 };
 metrics.storage(() => usage.usedBytes, config.quota);
 usage.onConfirmation((how) => metrics.confirmed(how));
+metrics.held(() => ctx.openWatches.count, () => ctx.heldLeases.size);
 const proxy = new Proxy(SERVED_METHODS, ctx, core, metrics, log, quota);
 const state: HealthState = { serving: true, usage };
 

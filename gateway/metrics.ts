@@ -1,7 +1,9 @@
-// Prometheus metrics of one gateway: calls by method and gRPC code, their latency, open streams.
+// Prometheus metrics of one gateway: calls by method and gRPC code, their latency, open streams,
+// what the tenant holds in core etcd and the refusals at those bounds.
 // Every series carries the tenant's name.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { STATUS_NAMES } from "./grpc.ts";
+import type { Bound } from "./limits.ts";
 
 export class GatewayMetrics {
   readonly registry = new Registry();
@@ -10,6 +12,7 @@ export class GatewayMetrics {
   private readonly streams: Gauge<"method">;
   private readonly refusals: Counter<"reason">;
   private readonly confirmations: Counter<"how">;
+  private readonly bounded: Counter<"limit">;
 
   constructor(tenant: string) {
     this.registry.setDefaultLabels({ tenant });
@@ -30,6 +33,36 @@ export class GatewayMetrics {
       labelNames: ["how"],
       registers: [this.registry],
     });
+    this.bounded = new Counter({
+      name: "etcdgateway_limit_refusals_total",
+      help: "Streams, watch creates and lease grants refused at this gateway's bounds on what a tenant holds in core etcd, by limit (open_streams, open_watches, leases)",
+      labelNames: ["limit"],
+      registers: [this.registry],
+    });
+  }
+
+  /** What the tenant holds in core etcd through this gateway, read when Prometheus scrapes. */
+  held(openWatches: () => number, leases: () => number): void {
+    new Gauge({
+      name: "etcdgateway_open_watches",
+      help: "Watches this gateway holds open in core etcd",
+      registers: [this.registry],
+      collect() {
+        this.set(openWatches());
+      },
+    });
+    new Gauge({
+      name: "etcdgateway_held_leases",
+      help: "Leases granted or kept alive through this gateway within their TTL",
+      registers: [this.registry],
+      collect() {
+        this.set(leases());
+      },
+    });
+  }
+
+  limitRefused(limit: Bound): void {
+    this.bounded.inc({ limit });
   }
 
   /** The tenant's usage and quota, read when Prometheus scrapes. */

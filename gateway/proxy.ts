@@ -7,7 +7,7 @@ import { giveBack } from "./buffers.ts";
 import { GrpcError, MessageDecoder, RESPONSE_HEADERS, Status, decodeGrpcMessage, endWithStatus, sendUnary, validTimeout, writeFrame } from "./grpc.ts";
 import { assertConfined, OutsidePrefix, type KEYED_REQUESTS, type TenantKeyspace } from "./keys.ts";
 import type { HeldLeases, LeaseScope } from "./lease.ts";
-import type { Limits } from "./limits.ts";
+import type { Bound, Limits } from "./limits.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { Quota, Reservation, Writes } from "./quota.ts";
 import { ReadBudget, type StoredData } from "./reads.ts";
@@ -23,6 +23,8 @@ export interface CallContext {
   openWatches: { count: number };
   /** Leases granted or kept alive through this gateway within their TTL (against limits.maxLeases). */
   heldLeases: HeldLeases;
+  /** Called with each refusal at one of the per-replica bounds (for metrics). */
+  boundReached(bound: Bound): void;
   /** What Status reports as the database, and what reads.ts estimates answers from: the tenant's own data. */
   storage: StoredData & { quotaBytes(): number };
 }
@@ -178,6 +180,7 @@ export class Proxy {
   private bidirectional(stream: ServerHttp2Stream, path: string, method: StreamMethod, headers: OutgoingHttpHeaders, done: (code: number) => void): void {
     const { maxOpenStreams } = this.ctx.limits;
     if (this.streams.size >= maxOpenStreams) {
+      this.ctx.boundReached("open_streams");
       endWithStatus(stream, Status.RESOURCE_EXHAUSTED, `etcdstorage gateway: too many open streams: this gateway replica holds ${maxOpenStreams}, its limit (each one takes core etcd's memory); end streams to open others`);
       done(Status.RESOURCE_EXHAUSTED);
       return;

@@ -149,6 +149,7 @@ class WatchTranslator implements StreamTranslator {
     if (translated?.field !== CREATE) return translated?.framed;
     const { openWatches, limits } = this.ctx;
     if (openWatches.count >= limits.maxOpenWatches) {
+      this.ctx.boundReached("open_watches");
       this.awaiting.push(refusedCreate(limits.maxOpenWatches));
       this.answerRefusals();
       return undefined;

@@ -213,6 +213,8 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
     const byEtcdctl = await started.etcdctl(["watch", "/registry/widgets/by-etcdctl"]);
     assert.notEqual(byEtcdctl.code, 0);
     assert.match(byEtcdctl.stderr, /too many open watches/);
+    const samples = await scrape(started);
+    assert.deepEqual([valueOf(samples, "etcdgateway_open_watches"), valueOf(samples, "etcdgateway_limit_refusals_total", { limit: "open_watches" })], [MAX_OPEN_WATCHES, 2]);
 
     first.cancelWatch(created[0]!);
     await waitFor("the cancel's answer", async () => canceled.includes(created[0]!));
@@ -245,6 +247,8 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
     assert.equal((await coreLeases()) - before, MAX_LEASES, "the refused grant never reached core etcd");
     const byEtcdctl = await started.etcdctl(["lease", "grant", "600"]);
     assert.deepEqual([byEtcdctl.code !== 0, /too many leases/.test(byEtcdctl.stderr)], [true, true], `etcdctl: ${byEtcdctl.stderr}`);
+    const samples = await scrape(started);
+    assert.deepEqual([valueOf(samples, "etcdgateway_held_leases"), valueOf(samples, "etcdgateway_limit_refusals_total", { limit: "leases" })], [MAX_LEASES, 2]);
     await client.lease.revoke({ ID: granted[0]! });
     await client.lease.grant({ TTL: 600 });
     assert.equal((await coreLeases()) - before, MAX_LEASES);
@@ -271,6 +275,7 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
     assert.match(ended!.details, /^etcdstorage gateway: too many open streams: this gateway replica holds 1000, its limit/);
     const byEtcdctl = await started.etcdctl(["watch", "/registry/widgets/by-etcdctl"]);
     assert.deepEqual([byEtcdctl.code !== 0, /too many open streams/.test(byEtcdctl.stderr)], [true, true], `etcdctl: ${byEtcdctl.stderr}`);
+    assert.equal(valueOf(await scrape(started), "etcdgateway_limit_refusals_total", { limit: "open_streams" }), 2);
 
     held[0]!.stream.cancel();
     await waitFor("room for a stream once one ended", async () => {

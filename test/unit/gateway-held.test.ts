@@ -24,6 +24,7 @@ function context(bounds: { maxOpenWatches?: number; maxLeases?: number }, clock 
     limits: { ...DEFAULT_LIMITS, ...bounds },
     openWatches: { count: 0 },
     heldLeases: new HeldLeases(() => clock.now),
+    boundReached: () => {},
     storage: { usedBytes: () => 0, largestObjectBytes: () => 0, quotaBytes: () => 0 },
   };
 }
