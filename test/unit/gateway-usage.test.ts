@@ -92,6 +92,14 @@ function view(core: HeldCore, clock: { now: number }): { usage: TenantUsage; con
 
 const RANGE = "/etcdserverpb.KV/Range";
 
+/** A write asking whether it may add bytes; `admitted` is set once the view answers. */
+async function aWrite(usage: TenantUsage): Promise<{ admitted?: boolean }> {
+  const write: { admitted?: boolean } = {};
+  void usage.ensureCurrent().then((current) => (write.admitted = current));
+  await settled();
+  return write;
+}
+
 test("a confirmation starts at half the allowed age without holding writes; past the allowed age, writes wait for it", async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout"] });
   const core = new HeldCore();
@@ -107,14 +115,12 @@ test("a confirmation starts at half the allowed age without holding writes; past
 
   // A tenant idle for longer than the allowed age: its next write waits for a confirmation.
   clock.now = CURRENT_WITHIN_MS * 1.1;
-  let admitted: boolean | undefined;
-  void usage.ensureCurrent().then((current) => (admitted = current));
-  await settled();
-  assert.equal(admitted, undefined, "past the allowed age a write waits for the confirmation");
+  const idle = await aWrite(usage);
+  assert.equal(idle.admitted, undefined, "past the allowed age a write waits for the confirmation");
   assert.equal(core.calls.length, 1);
   core.answer(RANGE, { body: emptyPage(12) });
   await settled();
-  assert.equal(admitted, true);
+  assert.equal(idle.admitted, true);
   assert.equal(usage.revision, 12);
   assert.deepEqual(confirmations, ["read"]);
   assert.equal(core.watch.written.filter((w) => w.length === 7).length, 0, "no progress request to a core that answers them unsafely");
@@ -134,14 +140,13 @@ test("a confirmation starts at half the allowed age without holding writes; past
   clock.now = CURRENT_WITHIN_MS * 2.6;
   assert.equal(await usage.ensureCurrent(), true);
   clock.now = CURRENT_WITHIN_MS * 2.8;
-  let late: boolean | undefined;
-  void usage.ensureCurrent().then((current) => (late = current));
+  const late = await aWrite(usage);
   t.mock.timers.tick(CURRENT_WITHIN_MS * 0.1);
   await settled();
-  assert.equal(late, undefined);
+  assert.equal(late.admitted, undefined);
   core.answer(RANGE, { code: 14, message: "unavailable" });
   await settled();
-  assert.equal(late, false, "a confirmation core etcd refused admits no growth");
+  assert.equal(late.admitted, false, "a confirmation core etcd refused admits no growth");
   usage.stop();
 });
 
@@ -152,15 +157,9 @@ test("on etcd 3.5.13+, a progress answer at or past the store's revision confirm
   const { usage, confirmations } = view(core, clock);
   await core.start(10, "3.5.16");
   const progressRequests = () => core.watch.written.filter((w) => w.equals(Buffer.from([0, 0, 0, 0, 2, 0x1a, 0]))).length;
-  const confirming = async () => {
-    const result: { admitted?: boolean } = {};
-    void usage.ensureCurrent().then((current) => (result.admitted = current));
-    await settled();
-    return result;
-  };
 
   clock.now = CURRENT_WITHIN_MS * 1.2;
-  let write = await confirming();
+  let write = await aWrite(usage);
   core.answer(RANGE, { body: emptyPage(15) }); // the store's revision, from a read of one key
   await settled();
   assert.equal(progressRequests(), 1);
@@ -173,7 +172,7 @@ test("on etcd 3.5.13+, a progress answer at or past the store's revision confirm
   // An answer short of the store's revision (to an earlier request, or deferred) confirms nothing;
   // with none in time, the read that sorts the prefix decides.
   clock.now = CURRENT_WITHIN_MS * 2.5;
-  write = await confirming();
+  write = await aWrite(usage);
   core.answer(RANGE, { body: emptyPage(18) });
   await settled();
   assert.equal(progressRequests(), 2);
@@ -198,14 +197,12 @@ test("fallback reads take turns: after a read that took d, none until nine times
   await core.start(10, "3.5.12"); // reads only
 
   clock.now = 1200;
-  let first: boolean | undefined;
-  void usage.ensureCurrent().then((current) => (first = current));
-  await settled();
+  const first = await aWrite(usage);
   assert.equal(core.calls.length, 1);
   clock.now = 1500; // the read took 300 ms: a tenant with many keys
   core.answer(RANGE, { body: emptyPage(12) });
   await settled();
-  assert.equal(first, true);
+  assert.equal(first.admitted, true);
 
   // Confirmed as of 1200: at 1800 the next confirmation starts, but its read waits for its turn,
   // 1500 + 9 x 300 = 4200, while writes still within the allowed age go on.
@@ -214,19 +211,18 @@ test("fallback reads take turns: after a read that took d, none until nine times
   await settled();
   assert.equal(core.calls.length, 0, "no read before its turn");
   clock.now = 2300;
-  let waiting: boolean | undefined;
-  void usage.ensureCurrent().then((current) => (waiting = current));
+  const waiting = await aWrite(usage);
   t.mock.timers.tick(2399);
   await settled();
   assert.equal(core.calls.length, 0, "still not its turn");
-  assert.equal(waiting, undefined, "past the allowed age, a write waits for the read");
+  assert.equal(waiting.admitted, undefined, "past the allowed age, a write waits for the read");
   t.mock.timers.tick(1);
   clock.now = 4200;
   await settled();
   assert.equal(core.calls.length, 1, "its turn: the read");
   core.answer(RANGE, { body: emptyPage(14) });
   await settled();
-  assert.equal(waiting, true);
+  assert.equal(waiting.admitted, true);
   assert.deepEqual(confirmations, ["read", "read"]);
   usage.stop();
 });
