@@ -43,22 +43,8 @@ export class GatewayMetrics {
 
   /** What the tenant holds in core etcd through this gateway, read when Prometheus scrapes. */
   held(openWatches: () => number, leases: () => number): void {
-    new Gauge({
-      name: "etcdgateway_open_watches",
-      help: "Watches this gateway holds open in core etcd",
-      registers: [this.registry],
-      collect() {
-        this.set(openWatches());
-      },
-    });
-    new Gauge({
-      name: "etcdgateway_held_leases",
-      help: "Leases granted or kept alive through this gateway within their TTL",
-      registers: [this.registry],
-      collect() {
-        this.set(leases());
-      },
-    });
+    this.readOnScrape("etcdgateway_open_watches", "Watches this gateway holds open in core etcd", openWatches);
+    this.readOnScrape("etcdgateway_held_leases", "Leases granted or kept alive through this gateway within their TTL", leases);
   }
 
   limitRefused(limit: Bound): void {
@@ -67,18 +53,23 @@ export class GatewayMetrics {
 
   /** The tenant's usage and quota, read when Prometheus scrapes. */
   storage(usedBytes: () => number, quota: { storageBytes: number; writeBytesPerSecond: number; requestsPerSecond: number }): void {
-    new Gauge({
-      name: "etcdgateway_storage_used_bytes",
-      help: "Live bytes of keys and values under the tenant's prefix, as this gateway sees them",
-      registers: [this.registry],
-      collect() {
-        this.set(usedBytes());
-      },
-    });
+    this.readOnScrape("etcdgateway_storage_used_bytes", "Live bytes of keys and values under the tenant's prefix, as this gateway sees them", usedBytes);
     const limit = new Gauge({ name: "etcdgateway_quota", help: "The tenant's quota: storage (bytes), write_bytes_per_second, requests_per_second", labelNames: ["resource"], registers: [this.registry] });
     limit.set({ resource: "storage" }, quota.storageBytes);
     limit.set({ resource: "write_bytes_per_second" }, quota.writeBytesPerSecond);
     limit.set({ resource: "requests_per_second" }, quota.requestsPerSecond);
+  }
+
+  /** A gauge whose value is read when Prometheus scrapes. */
+  private readOnScrape(name: string, help: string, read: () => number): void {
+    new Gauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.set(read());
+      },
+    });
   }
 
   refused(reason: string): void {
