@@ -187,10 +187,13 @@ export class Proxy {
     }
     let upstream: ClientHttp2Stream | undefined;
     let finished = false;
+    // Sent once core etcd answered the stream, or before an answer of the gateway's own (a refused watch).
+    const respond = () => {
+      if (!stream.headersSent && !stream.closed) stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
+    };
     const translator = method.open(this.ctx, (framed) => {
       if (finished) return;
-      // An answer of the gateway's own (a refused watch) may come before core etcd's headers.
-      if (!stream.headersSent) stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
+      respond();
       if (!writeFrame(stream, framed) && upstream) {
         const paused = upstream;
         paused.pause();
@@ -289,8 +292,8 @@ export class Proxy {
         opened.on("response", (responseHeaders) => {
           if (responseHeaders["grpc-status"] !== undefined) {
             end(Number(responseHeaders["grpc-status"]), decodeGrpcMessage(responseHeaders["grpc-message"] as string | undefined));
-          } else if (!stream.headersSent && !stream.closed) {
-            stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
+          } else {
+            respond();
           }
         });
         opened.on("data", (chunk: Buffer) => {
