@@ -4,8 +4,7 @@
 //   node bench/etcd-load.ts '{"endpoint":…,"ca":…,"cert":…,"key":…,"kind":"create|get|list","keyBase":…,"seconds":5,"worker":"w1"}'
 import http2 from "node:http2";
 import { readFileSync } from "node:fs";
-import { frame, frameWriter } from "../gateway/grpc.ts";
-import type { Writer } from "../gateway/wire.ts";
+import { framedMessage as encode, nested } from "../test/support/protobuf.ts";
 
 interface Options {
   endpoint: string;
@@ -30,16 +29,6 @@ const widgets = Buffer.from(`${options.keyBase}/registry/widgets/default/`);
 const widgetsEnd = Buffer.from(widgets);
 widgetsEnd[widgetsEnd.length - 1]! += 1;
 
-const encode = (write: (writer: Writer) => void) => {
-  const writer = frameWriter(1200);
-  write(writer);
-  return frame(writer);
-};
-const nested = (writer: Writer, field: number, write: (writer: Writer) => void) => {
-  const mark = writer.begin(field, 1100);
-  write(writer);
-  writer.finish(mark);
-};
 const keyOf = (name: string) => Buffer.concat([widgets, Buffer.from(name)]);
 // Names sort as they were written, so a page start is a name.
 const existingName = (i: number) => `w-${String(i).padStart(8, "0")}`;

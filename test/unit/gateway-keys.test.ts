@@ -2,9 +2,9 @@
 // last check every keyed request passes before it is sent.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { frame, frameWriter } from "../../gateway/grpc.ts";
 import { assertConfined, KEYED_REQUESTS, OutsidePrefix, TenantKeyspace } from "../../gateway/keys.ts";
 import type { Writer } from "../../gateway/wire.ts";
+import { framedMessage as message, nested } from "../support/protobuf.ts";
 
 const keyspace = new TenantKeyspace("/etcdstorage/a/");
 const b = (text: string) => Buffer.from(text, "latin1");
@@ -45,16 +45,6 @@ describe("TenantKeyspace", () => {
 });
 
 describe("assertConfined: the last check before a request leaves", () => {
-  const message = (write: (writer: Writer) => void) => {
-    const writer = frameWriter(64);
-    write(writer);
-    return frame(writer);
-  };
-  const nested = (writer: Writer, field: number, write: (writer: Writer) => void) => {
-    const mark = writer.begin(field, 32);
-    write(writer);
-    writer.finish(mark);
-  };
   const check = (fields: (typeof KEYED_REQUESTS)[keyof typeof KEYED_REQUESTS], bytes: Buffer) => () => assertConfined(keyspace, fields, bytes, 5);
 
   test("a key and range end inside the prefix pass, at any depth", () => {

@@ -3,22 +3,12 @@
 // e2e/reads.test.ts measures core etcd's memory under such reads.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { frame, frameWriter } from "../../gateway/grpc.ts";
 import { answerBytes, ReadBudget } from "../../gateway/reads.ts";
 import type { Writer } from "../../gateway/wire.ts";
+import { framedMessage as message, nested } from "../support/protobuf.ts";
 
 const data = { usedBytes: () => 10_000_000, largestObjectBytes: () => 2_000 };
 
-function message(write: (writer: Writer) => void): Buffer {
-  const writer = frameWriter(128);
-  write(writer);
-  return frame(writer);
-}
-const nested = (writer: Writer, field: number, write: (writer: Writer) => void) => {
-  const mark = writer.begin(field, 64);
-  write(writer);
-  writer.finish(mark);
-};
 const KEY = Buffer.from("/etcdstorage/r/a");
 const END = Buffer.from("/etcdstorage/r0");
 
