@@ -8,6 +8,8 @@ import { frame, frameWriter } from "../gateway/grpc.ts";
 import { startCoreEtcd, stopAll, tempDir, type CoreEtcd } from "../test/e2e/harness.ts";
 
 const MiB = 1024 * 1024;
+// etcd 3.5, the line the figures in gateway/limits.ts and the README were measured on (3.5.16).
+const LINE = "3.5";
 
 function memoryMiB(core: CoreEtcd, field: "VmRSS" | "VmHWM"): number {
   const status = readFileSync(`/proc/${core.pid()}/status`, "utf8");
@@ -47,11 +49,11 @@ const message = (write: (writer: ReturnType<typeof frameWriter>) => void, size =
 const settle = () => new Promise((resolve) => setTimeout(resolve, 2_000));
 
 async function measure(name: string, run: (core: CoreEtcd, session: ClientHttp2Session) => Promise<void>, extraFlags: string[] = []): Promise<void> {
-  const core = await startCoreEtcd(await tempDir("core-memory-"), { extraFlags });
+  const core = await startCoreEtcd(await tempDir("core-memory-"), { extraFlags, line: LINE });
   const session = await connect(core);
   const before = memoryMiB(core, "VmRSS");
   await run(core, session);
-  console.log(`${name}: core etcd's memory ${before.toFixed(0)} MiB → ${memoryMiB(core, "VmRSS").toFixed(0)} MiB (peak ${memoryMiB(core, "VmHWM").toFixed(0)} MiB)`);
+  console.log(`${name}: core etcd ${core.release.version}'s memory ${before.toFixed(0)} MiB → ${memoryMiB(core, "VmRSS").toFixed(0)} MiB (peak ${memoryMiB(core, "VmHWM").toFixed(0)} MiB)`);
   session.destroy();
   await stopAll();
 }

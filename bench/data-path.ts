@@ -16,7 +16,7 @@ import { writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { ETCD, freePort, httpGet, spawnManaged, startCoreEtcd, stopAll, tcpAccepts, tempDir, waitFor } from "../test/e2e/harness.ts";
+import { etcdRelease, freePort, httpGet, spawnManaged, startCoreEtcd, stopAll, tcpAccepts, tempDir, waitFor } from "../test/e2e/harness.ts";
 import { find, startTenant } from "../test/e2e/tenant.ts";
 import { parseQuantity } from "../hooks/quantity.ts";
 import { readSpec } from "../hooks/spec.ts";
@@ -34,6 +34,10 @@ const FLOOR: Record<(typeof ALL_KINDS)[number], number> = { create: 0.55, get: 0
 const LAYOUT = process.env.BENCH_DATA_LAYOUT ?? (os.cpus().length >= 2 ? "own-core" : "shared");
 if (LAYOUT !== "own-core" && LAYOUT !== "shared") throw new Error(`BENCH_DATA_LAYOUT must be own-core or shared, not ${LAYOUT}`);
 const LOAD = fileURLToPath(new URL("./etcd-load.ts", import.meta.url));
+// Core etcd and grpc-proxy of the 3.5 line, as in the results written so far (3.5.16), so that a
+// new run compares with them; the version is named in the table's header.
+const LINE = "3.5";
+const ETCD = etcdRelease(LINE).etcd;
 
 interface Target {
   name: string;
@@ -95,7 +99,9 @@ async function startGrpcProxy(dir: string, name: string, core: Awaited<ReturnTyp
     "grpc-proxy", "start",
     `--endpoints=${core.endpoint}`, `--cacert=${core.caFile}`, `--cert=${core.certFile}`, `--key=${core.keyFile}`,
     `--namespace=/etcdstorage/${name}/`,
-    `--listen-addr=127.0.0.1:${port}`, `--advertise-client-url=${serving ? "https" : "http"}://127.0.0.1:${port}`, ...tls,
+    // No advertised URL: grpc-proxy (3.5.35, 3.6) dials it at start as a client of itself with its
+    // serving certificate, which the tenant's client CA refuses, and exits.
+    `--listen-addr=127.0.0.1:${port}`, "--advertise-client-url=", ...tls,
     `--metrics-addr=http://127.0.0.1:${metricsPort}`, `--data-dir=${path.join(dir, name)}`,
   ], PROCESS_OPTIONS);
   await waitFor(`${name} ready`, async () => (await httpGet(`http://127.0.0.1:${metricsPort}/health`).catch(() => undefined))?.status === 200);
@@ -199,7 +205,7 @@ const fixed = (value: number, digits = 0) => (Number.isFinite(value) ? value.toF
 
 async function main(): Promise<void> {
   const dir = await tempDir("bench-data-path-");
-  const core = await startCoreEtcd(dir);
+  const core = await startCoreEtcd(dir, { line: LINE });
   const config = testConfig({ CORE_ETCD_ENDPOINTS: core.endpoint, LOG_LEVEL: "silent" });
   // One replica with the largest quota the schema allows: this measures the data path, not the limits.
   const spec = { clientCertSecret: [{ name: "etcd-client", namespace: "bench-system" }], replicas: 1, quota: { storage: "8Gi", writeBytesPerSecond: "16Mi", requestsPerSecond: 100000 } };

@@ -11,6 +11,7 @@
 // Known difference, inherited from etcd's own namespace client and not generated here: a Txn that
 // deletes from a key to "\0" (every key after it) and puts a key after it in the same request is
 // refused as "duplicate key" through a prefix, because etcd's duplicate check reads "\0" literally.
+// Run once per etcd line (harness.ts's ETCD_LINES: 3.6, 3.5), core and reference on the same one.
 // DIFF_SEED=<n> runs another sequence; a failure prints its seed and the operation.
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -18,7 +19,7 @@ import { after, before, describe, test } from "node:test";
 import { testConfig } from "../support/requests.ts";
 import { connect, EtcdGrpcError, type Compare, type EtcdClient, type Int64, type KeyValue, type LeaseKeepAliveStream, type RequestOp, type TxnRequest, type WatchResponse, type WatchStream } from "../support/etcd-client.ts";
 import { everyKey, keysOutside, tenantClient } from "./gateway-kit.ts";
-import { startCoreEtcd, stopAll, tempDir, type CoreEtcd } from "./harness.ts";
+import { ETCD_LINES, startCoreEtcd, stopAll, tempDir, type CoreEtcd } from "./harness.ts";
 import { startTenant, type RunningTenant } from "./tenant.ts";
 
 const SEEDS = process.env.DIFF_SEED ? [Number(process.env.DIFF_SEED)] : [20261129, 7, 424242];
@@ -79,108 +80,110 @@ async function outcome(call: () => Promise<unknown>): Promise<Outcome> {
   }
 }
 
-describe("differential: through the gateway, etcd answers as etcd", () => {
-  let dir: string;
-  let core: CoreEtcd;
-  let reference: CoreEtcd;
-  let tenant: RunningTenant;
-  let host: EtcdClient;
-  let hostBefore: KeyValue[];
+for (const line of ETCD_LINES) {
+  describe(`differential on etcd ${line}: through the gateway, etcd answers as etcd`, () => {
+    let dir: string;
+    let core: CoreEtcd;
+    let reference: CoreEtcd;
+    let tenant: RunningTenant;
+    let host: EtcdClient;
+    let hostBefore: KeyValue[];
 
-  before(async () => {
-    dir = await tempDir("differential-");
-    [core, reference] = await Promise.all([startCoreEtcd(path.join(dir, "core")), startCoreEtcd(path.join(dir, "reference"))]);
-    host = connect(core.endpoint, core.tls);
-    const hostLease = await host.lease.grant({ TTL: 600 });
-    for (const key of HOST_KEYS) await host.kv.put({ key: bytes(key), value: `host ${key}` });
-    await host.kv.put({ key: "/registry/masterleases/10.0.0.1", value: "host lease", lease: hostLease.ID });
-    hostBefore = await everyKey(host);
-    const config = testConfig({ CORE_ETCD_ENDPOINTS: core.endpoint });
-    // Quotas far above what the run uses: this test is about semantics, quota.test.ts about limits.
-    const quota = { storage: "1Gi", writeBytesPerSecond: "16Mi", requestsPerSecond: 100000 };
-    tenant = await startTenant(config, core, "t", { clientCertSecret: [{ name: "etcd-client", namespace: "t-system" }], quota }, path.join(dir, "t"));
-  });
-  after(async () => {
-    host?.close();
-    await stopAll();
-  });
-
-  for (const seed of SEEDS) {
-    test(`seed ${seed}: ${OPERATIONS} operations give the same answers, watch events and stored keys`, { timeout: 120_000 }, async () => {
-      const gatewayClient = await tenantClient(tenant);
-      const referenceClient = connect(reference.endpoint, reference.tls);
-      // Each seed starts from empty keyspaces on both sides.
-      await gatewayClient.kv.deleteRange({ key: "\0", range_end: "\0" });
-      await referenceClient.kv.deleteRange({ key: "\0", range_end: "\0" });
-      const offset = Number((await gatewayClient.kv.range({ key: "x" })).header!.revision) - Number((await referenceClient.kv.range({ key: "x" })).header!.revision);
-      const side = (name: Side["name"], client: EtcdClient, shift: number, compactor: EtcdClient): Side => {
-        const revision = (r: number) => (r === 0 ? 0 : r + shift);
-        return { name, client, watch: client.watch(), keepAlive: client.lease.keepAlive(), answers: [], revision, leases: [], active: new Set(), compact: (r) => compactor.kv.compact({ revision: revision(r) }) };
-      };
-      const gateway = side("gateway", gatewayClient, offset, host);
-      const ref = side("reference", referenceClient, 0, referenceClient);
-      for (const s of [gateway, ref]) {
-        s.watch.onResponse((answer) => {
-          s.answers.push(answer);
-          if (answer.created && !answer.canceled) s.active.add(answer.watch_id);
-          if (answer.canceled && s.active.delete(answer.watch_id) && answer.compact_revision !== "0") {
-            // etcd keeps a watch cancelled by compaction on the stream until the client cancels
-            // it too, and answers no progress request on that stream meanwhile: cancel it, as a
-            // careful client does.
-            s.watch.cancelWatch(answer.watch_id);
-          }
-        });
-        // Watch 0 is never cancelled: it watches the key checkpoints write (see settle()).
-        await created(s, () => s.watch.create({ key: BARRIER }));
-      }
-      const rng = random(seed);
-      const state = { revisions: [Number((await referenceClient.kv.range({ key: "x" })).header!.revision)], compacted: 0 };
-      const normalize = (value: unknown, s: Side) => normalizeAnswer(value, s, gateway, ref, offset);
-      const watchesMade: string[] = [];
-      try {
-        for (let i = 0; i < OPERATIONS; i++) {
-          const operation = generate(rng, state, ref.leases.length, [...ref.active].filter((id) => id !== "0"));
-          const [g, r] = [await run(operation, gateway), await run(operation, ref)];
-          const context = `seed ${seed}, operation ${i}: ${show(operation)}`;
-          assert.deepEqual(normalize(g, gateway), normalize(r, ref), context);
-          const revision = revisionOf(r);
-          if (revision) state.revisions.push(revision);
-          if (operation.kind === "compact" && "ok" in r) state.compacted = operation.revision;
-          if (operation.kind === "watch") {
-            watchesMade.push(`watch ${ref.answers.findLast((answer) => answer.created)?.watch_id}: ${show(operation)}`);
-            // A watch from a past revision catches up within etcd's next sync (100 ms); a compaction
-            // before that cancels it, after that does not. Waiting for it takes the race away.
-            if (operation.startRevision !== 0) await settle(gateway, ref, context);
-          }
-          if (operation.kind === "checkpoint" || i === OPERATIONS - 1) {
-            await settle(gateway, ref, `${context} (${watchesMade.join("; ")})`);
-            assert.deepEqual(byWatch(gateway, normalize), byWatch(ref, normalize), `${context}: watch answers since the last checkpoint (${watchesMade.join("; ")})`);
-            gateway.answers = [];
-            ref.answers = [];
-          }
-        }
-        // What the tenant stored, read on core etcd directly: under its prefix, as the reference holds it.
-        const stored = (await everyKey(host)).filter((kv) => kv.key.toString("latin1").startsWith(PREFIX));
-        const expected = await everyKey(referenceClient);
-        assert.deepEqual(
-          stored.map((kv) => ({ ...kv, key: kv.key.subarray(PREFIX.length) })).map((kv) => normalize(kv, gateway)),
-          expected.map((kv) => normalize(kv, ref)),
-        );
-      } finally {
-        for (const s of [gateway, ref]) {
-          s.watch.cancel();
-          s.keepAlive.cancel();
-          s.client.close();
-        }
-      }
+    before(async () => {
+      dir = await tempDir("differential-");
+      [core, reference] = await Promise.all([startCoreEtcd(path.join(dir, "core"), { line }), startCoreEtcd(path.join(dir, "reference"), { line })]);
+      host = connect(core.endpoint, core.tls);
+      const hostLease = await host.lease.grant({ TTL: 600 });
+      for (const key of HOST_KEYS) await host.kv.put({ key: bytes(key), value: `host ${key}` });
+      await host.kv.put({ key: "/registry/masterleases/10.0.0.1", value: "host lease", lease: hostLease.ID });
+      hostBefore = await everyKey(host);
+      const config = testConfig({ CORE_ETCD_ENDPOINTS: core.endpoint });
+      // Quotas far above what the run uses: this test is about semantics, quota.test.ts about limits.
+      const quota = { storage: "1Gi", writeBytesPerSecond: "16Mi", requestsPerSecond: 100000 };
+      tenant = await startTenant(config, core, "t", { clientCertSecret: [{ name: "etcd-client", namespace: "t-system" }], quota }, path.join(dir, "t"));
     });
-  }
+    after(async () => {
+      host?.close();
+      await stopAll();
+    });
 
-  test("every core key outside the prefix is byte-identical before and after", async () => {
-    const after = await keysOutside(host, PREFIX);
-    assert.deepEqual(after, hostBefore);
+    for (const seed of SEEDS) {
+      test(`seed ${seed}: ${OPERATIONS} operations give the same answers, watch events and stored keys`, { timeout: 120_000 }, async () => {
+        const gatewayClient = await tenantClient(tenant);
+        const referenceClient = connect(reference.endpoint, reference.tls);
+        // Each seed starts from empty keyspaces on both sides.
+        await gatewayClient.kv.deleteRange({ key: "\0", range_end: "\0" });
+        await referenceClient.kv.deleteRange({ key: "\0", range_end: "\0" });
+        const offset = Number((await gatewayClient.kv.range({ key: "x" })).header!.revision) - Number((await referenceClient.kv.range({ key: "x" })).header!.revision);
+        const side = (name: Side["name"], client: EtcdClient, shift: number, compactor: EtcdClient): Side => {
+          const revision = (r: number) => (r === 0 ? 0 : r + shift);
+          return { name, client, watch: client.watch(), keepAlive: client.lease.keepAlive(), answers: [], revision, leases: [], active: new Set(), compact: (r) => compactor.kv.compact({ revision: revision(r) }) };
+        };
+        const gateway = side("gateway", gatewayClient, offset, host);
+        const ref = side("reference", referenceClient, 0, referenceClient);
+        for (const s of [gateway, ref]) {
+          s.watch.onResponse((answer) => {
+            s.answers.push(answer);
+            if (answer.created && !answer.canceled) s.active.add(answer.watch_id);
+            if (answer.canceled && s.active.delete(answer.watch_id) && answer.compact_revision !== "0") {
+              // etcd keeps a watch cancelled by compaction on the stream until the client cancels
+              // it too, and answers no progress request on that stream meanwhile: cancel it, as a
+              // careful client does.
+              s.watch.cancelWatch(answer.watch_id);
+            }
+          });
+          // Watch 0 is never cancelled: it watches the key checkpoints write (see settle()).
+          await created(s, () => s.watch.create({ key: BARRIER }));
+        }
+        const rng = random(seed);
+        const state = { revisions: [Number((await referenceClient.kv.range({ key: "x" })).header!.revision)], compacted: 0 };
+        const normalize = (value: unknown, s: Side) => normalizeAnswer(value, s, gateway, ref, offset);
+        const watchesMade: string[] = [];
+        try {
+          for (let i = 0; i < OPERATIONS; i++) {
+            const operation = generate(rng, state, ref.leases.length, [...ref.active].filter((id) => id !== "0"));
+            const [g, r] = [await run(operation, gateway), await run(operation, ref)];
+            const context = `seed ${seed}, operation ${i}: ${show(operation)}`;
+            assert.deepEqual(normalize(g, gateway), normalize(r, ref), context);
+            const revision = revisionOf(r);
+            if (revision) state.revisions.push(revision);
+            if (operation.kind === "compact" && "ok" in r) state.compacted = operation.revision;
+            if (operation.kind === "watch") {
+              watchesMade.push(`watch ${ref.answers.findLast((answer) => answer.created)?.watch_id}: ${show(operation)}`);
+              // A watch from a past revision catches up within etcd's next sync (100 ms); a compaction
+              // before that cancels it, after that does not. Waiting for it takes the race away.
+              if (operation.startRevision !== 0) await settle(gateway, ref, context);
+            }
+            if (operation.kind === "checkpoint" || i === OPERATIONS - 1) {
+              await settle(gateway, ref, `${context} (${watchesMade.join("; ")})`);
+              assert.deepEqual(byWatch(gateway, normalize), byWatch(ref, normalize), `${context}: watch answers since the last checkpoint (${watchesMade.join("; ")})`);
+              gateway.answers = [];
+              ref.answers = [];
+            }
+          }
+          // What the tenant stored, read on core etcd directly: under its prefix, as the reference holds it.
+          const stored = (await everyKey(host)).filter((kv) => kv.key.toString("latin1").startsWith(PREFIX));
+          const expected = await everyKey(referenceClient);
+          assert.deepEqual(
+            stored.map((kv) => ({ ...kv, key: kv.key.subarray(PREFIX.length) })).map((kv) => normalize(kv, gateway)),
+            expected.map((kv) => normalize(kv, ref)),
+          );
+        } finally {
+          for (const s of [gateway, ref]) {
+            s.watch.cancel();
+            s.keepAlive.cancel();
+            s.client.close();
+          }
+        }
+      });
+    }
+
+    test("every core key outside the prefix is byte-identical before and after", async () => {
+      const after = await keysOutside(host, PREFIX);
+      assert.deepEqual(after, hostBefore);
+    });
   });
-});
+}
 
 // ---- operations ----
 

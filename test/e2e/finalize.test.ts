@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { finalize } from "../../hooks/finalize.ts";
 import type { HookRequest, KubeObject } from "../../hooks/observed.ts";
 import { observe, testConfig } from "../support/requests.ts";
-import { ETCDCTL, podSpecOf, runContainer, startCoreEtcd, stopAll, tempDir, type CoreEtcd, type K8sObject } from "./harness.ts";
+import { etcdRelease, podSpecOf, runContainer, startCoreEtcd, stopAll, tempDir, type CoreEtcd, type K8sObject } from "./harness.ts";
 import { objectsOf, startTenant, type RunningTenant } from "./tenant.ts";
 
 const spec = (name: string) => ({ caCertConfigMap: [], clientCertSecret: [{ name: "etcd-client", namespace: `${name}-system` }] });
@@ -45,7 +45,8 @@ describe("finalize on real etcd", () => {
       namespace: config.proxyNamespace,
       objects: objectsOf(tenant.request, { status: {}, children: [] }),
       dir: path.join(dir, `${tenant.name}-job-${Date.now()}`),
-      binaries: { "/usr/local/bin/etcdctl": ETCDCTL },
+      // The Job's image is etcd 3.6 (ETCD_IMAGE's default): its etcdctl.
+      binaries: { "/usr/local/bin/etcdctl": etcdRelease("3.6").etcdctl },
       ports: {},
     });
     return { ...(await container.exited), logs: container.logs() };

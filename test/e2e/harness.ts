@@ -7,7 +7,7 @@
 // (container ports become free local ports, so suites can run in parallel).
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { accessSync, constants as fsConstants, readFileSync, statSync } from "node:fs";
+import { constants as fsConstants, readFileSync } from "node:fs";
 import { access, mkdir, mkdtemp, readdir, rename, rm, stat, symlink, writeFile, lstat } from "node:fs/promises";
 import http from "node:http";
 import net from "node:net";
@@ -15,6 +15,7 @@ import os from "node:os";
 import path from "node:path";
 // The core etcd's PKI comes from the project's own issuer (hooks/pki), like every test certificate.
 import { makeCorePki, type CorePki } from "../support/requests.ts";
+import { part } from "../support/parts.ts";
 
 
 // ---------------------------------------------------------------------------------------------
@@ -257,48 +258,57 @@ export interface EtcdctlCredentials {
   key?: string;
 }
 
-/** The oldest etcd the tests accept: from 3.5.13 on etcd answers watch progress requests the way
- * kube-apiserver's feature check assumes (3.4.23, Debian 12's, hides behaviour under test). */
-export const MINIMUM_ETCD_VERSION = "3.5.13";
-const INSTALL_HINT = "run scripts/install-etcd.sh as root to put etcd 3.5 from Debian 13 into /usr/local/bin";
+/**
+ * The etcd release lines the tests run, each built from the Go module pinned in
+ * test/kubernetes/etcd-<line>/ (test/support/parts.ts). 3.6 is every end-to-end test's core etcd;
+ * the data-path tests (the differential oracle, kube-apiserver's call shapes) run on 3.5 too,
+ * which clusters still run. Both answer watch progress requests (3.5.13+), which kube-apiserver's
+ * feature check assumes.
+ */
+export const ETCD_LINES = ["3.6", "3.5"] as const;
+export type EtcdLine = (typeof ETCD_LINES)[number];
+export const DEFAULT_ETCD_LINE: EtcdLine = "3.6";
 
-function onPath(name: string): string {
-  for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
-    if (dir === "") continue;
-    const file = path.join(dir, name);
-    try {
-      accessSync(file, fsConstants.X_OK);
-      if (statSync(file).isFile()) return file;
-    } catch {
-      // not in this PATH entry
+export interface EtcdRelease {
+  line: EtcdLine;
+  /** The built etcd and etcdctl of this line. */
+  etcd: string;
+  etcdctl: string;
+  /** e.g. "3.6.16", from `etcd --version`: what Maintenance/Status reports. */
+  version: string;
+}
+
+function reportedVersion(file: string, args: string[], line: RegExp): string {
+  const output = execFileSync(file, args, { encoding: "utf8", env: {} });
+  const version = line.exec(output)?.[1];
+  if (version === undefined) throw new Error(`${file} ${args.join(" ")} names no version: ${output.trim()}`);
+  return version;
+}
+
+const releases = new Map<EtcdLine, EtcdRelease>();
+
+/**
+ * The built etcd and etcdctl of a line, and their version. Throws (so every suite using it fails)
+ * when they are not built, or when what is built is not of that line: a pin moved to another
+ * line would otherwise test under a wrong name.
+ */
+export function etcdRelease(line: EtcdLine = DEFAULT_ETCD_LINE): EtcdRelease {
+  let release = releases.get(line);
+  if (release === undefined) {
+    const etcd = part(`etcd-${line}`);
+    const etcdctl = part(`etcdctl-${line}`);
+    const version = reportedVersion(etcd, ["--version"], /^etcd Version: (\d+\.\d+\.\d+)/m);
+    const etcdctlVersion = reportedVersion(etcdctl, ["version"], /^etcdctl version: (\d+\.\d+\.\d+)/m);
+    if (!version.startsWith(`${line}.`) || etcdctlVersion !== version) {
+      throw new Error(`the etcd ${line} parts are etcd ${version} and etcdctl ${etcdctlVersion}: test/kubernetes/etcd-${line}/go.mod must pin etcd ${line}.x`);
     }
+    release = { line, etcd, etcdctl, version };
+    releases.set(line, release);
   }
-  throw new Error(`${name} is not on the PATH (${process.env.PATH ?? ""}): ${INSTALL_HINT}`);
+  return release;
 }
 
-function olderThan(version: string, minimum: string): boolean {
-  const [a, b] = [version, minimum].map((v) => v.split(".").map(Number));
-  for (let i = 0; i < 3; i++) if (a![i] !== b![i]) return (a![i] ?? 0) < (b![i] ?? 0);
-  return false;
-}
-
-/** `name` from the PATH, refused (thrown, so every suite using it fails) when older than the minimum. */
-function etcdBinary(name: string, versionArgs: string[], versionLine: RegExp): { file: string; version: string } {
-  const file = onPath(name);
-  const output = execFileSync(file, versionArgs, { encoding: "utf8", env: { PATH: process.env.PATH ?? "" } });
-  const version = versionLine.exec(output)?.[1];
-  if (version === undefined || olderThan(version, MINIMUM_ETCD_VERSION)) {
-    throw new Error(`${file} is etcd ${version ?? `of unknown version (${output.trim()})`}; the tests need ${MINIMUM_ETCD_VERSION} or later: ${INSTALL_HINT}`);
-  }
-  return { file, version };
-}
-
-const etcd = etcdBinary("etcd", ["--version"], /^etcd Version: (\d+\.\d+\.\d+)/m);
-export const ETCD = etcd.file;
-/** e.g. "3.5.16", from `etcd --version`. */
-export const ETCD_VERSION = etcd.version;
-export const ETCDCTL = etcdBinary("etcdctl", ["version"], /^etcdctl version: (\d+\.\d+\.\d+)/m).file;
-// Short, so a refused or dead endpoint fails fast. etcdctl (3.4 and 3.5.16 alike) does not block
+// Short, so a refused or dead endpoint fails fast. etcdctl (3.4 to 3.6 alike) does not block
 // on dialing: a refused TLS handshake (e.g. no client certificate) ends only at the command
 // timeout. A caller needing longer passes its own --command-timeout in `args` (the last occurrence
 // wins).
@@ -307,13 +317,14 @@ const ETCDCTL_COMMAND_TIMEOUT = "3s";
 const ETCDCTL_KILL_AFTER_MS = 15_000;
 
 /**
- * Runs etcdctl (API v3) against `endpoint` with the given credentials and short timeouts; a
- * failed command is a non-zero `code`, not an exception.
+ * Runs etcdctl (API v3) of `line` against `endpoint` with the given credentials and short
+ * timeouts; a failed command is a non-zero `code`, not an exception.
  */
 export async function runEtcdctl(
   endpoint: string,
   credentials: EtcdctlCredentials,
   args: readonly string[],
+  line: EtcdLine = DEFAULT_ETCD_LINE,
 ): Promise<EtcdctlResult> {
   const tls = [`--cacert=${credentials.cacert}`];
   if (credentials.cert !== undefined) tls.push(`--cert=${credentials.cert}`);
@@ -326,7 +337,7 @@ export async function runEtcdctl(
     ...args,
   ];
   // A minimal environment: the developer's ETCDCTL_* variables must not change what is tested.
-  const child = spawnManaged(ETCDCTL, argv, {
+  const child = spawnManaged(etcdRelease(line).etcdctl, argv, {
     cwd: os.tmpdir(),
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ETCDCTL_API: "3" },
   });
@@ -372,9 +383,14 @@ export interface EtcdMember {
   etcdctl(args: readonly string[]): Promise<EtcdctlResult>;
 }
 
-export type CoreEtcd = EtcdMember & CoreTls;
+export type CoreEtcd = EtcdMember & CoreTls & {
+  /** The etcd it runs. */
+  release: EtcdRelease;
+};
 
 export interface CoreCluster extends CoreTls {
+  /** The etcd its members run. */
+  release: EtcdRelease;
   members: EtcdMember[];
   /** Every member's client URL, in member order. */
   endpoints: string[];
@@ -385,6 +401,8 @@ export interface CoreCluster extends CoreTls {
 export interface CoreEtcdOptions {
   /** Appended to the harness's flags, e.g. `--quota-backend-bytes=...`, `--auto-compaction-*`. */
   extraFlags?: readonly string[];
+  /** The etcd release line to run (its etcdctl too); DEFAULT_ETCD_LINE unless given. */
+  line?: EtcdLine;
 }
 
 async function writeFiles(dir: string, files: Record<string, string>): Promise<void> {
@@ -435,7 +453,7 @@ interface ManagedMember {
  * A member of the cluster `plans` (TLS with client-certificate authentication on its client URL,
  * plain http between peers on 127.0.0.1), with its data in `base/<name>`.
  */
-function etcdMember(plan: MemberPlan, plans: readonly MemberPlan[], base: string, tls: CoreTls, extraFlags: readonly string[]): ManagedMember {
+function etcdMember(plan: MemberPlan, plans: readonly MemberPlan[], base: string, tls: CoreTls, release: EtcdRelease, extraFlags: readonly string[]): ManagedMember {
   const endpoint = `https://127.0.0.1:${plan.clientPort}`;
   const args = [
     `--name=${plan.name}`,
@@ -456,14 +474,14 @@ function etcdMember(plan: MemberPlan, plans: readonly MemberPlan[], base: string
     ...extraFlags,
   ];
   const credentials = { cacert: tls.caFile, cert: tls.certFile, key: tls.keyFile };
-  const etcdctl = (a: readonly string[]): Promise<EtcdctlResult> => runEtcdctl(endpoint, credentials, a);
+  const etcdctl = (a: readonly string[]): Promise<EtcdctlResult> => runEtcdctl(endpoint, credentials, a, release.line);
 
   let current: ManagedProcess | undefined;
   const spawnMember = (): void => {
     if (current !== undefined && current.process.exitCode === null && current.process.signalCode === null) {
       throw new Error(`etcd member ${plan.name} is already running`);
     }
-    current = spawnManaged(ETCD, args, { cwd: base, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+    current = spawnManaged(release.etcd, args, { cwd: base, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
   };
   const waitHealthy = async (): Promise<void> => {
     const proc = current!;
@@ -507,16 +525,18 @@ function etcdMember(plan: MemberPlan, plans: readonly MemberPlan[], base: string
 }
 
 /**
- * A single-member TLS etcd with client-certificate authentication, on free ports, with its data
- * in `dir/core-etcd`. Resolves once `etcdctl endpoint health` succeeds.
+ * A single-member TLS etcd of `options.line` (3.6 unless given) with client-certificate
+ * authentication, on free ports, with its data in `dir/core-etcd`. Resolves once
+ * `etcdctl endpoint health` succeeds.
  */
 export async function startCoreEtcd(dir: string, options: CoreEtcdOptions = {}): Promise<CoreEtcd> {
+  const release = etcdRelease(options.line);
   const base = path.join(dir, "core-etcd");
   const tls = await writeCoreTls(base);
   const plans = await planMembers(["core"]);
-  const { member } = etcdMember(plans[0]!, plans, base, tls, options.extraFlags ?? []);
+  const { member } = etcdMember(plans[0]!, plans, base, tls, release, options.extraFlags ?? []);
   await member.start();
-  return { ...member, ...tls };
+  return { ...member, ...tls, release };
 }
 
 /**
@@ -525,10 +545,11 @@ export async function startCoreEtcd(dir: string, options: CoreEtcdOptions = {}):
  * started at once (none is healthy before a quorum is up); resolves once each is healthy.
  */
 export async function startCoreCluster(dir: string, options: CoreEtcdOptions & { members: number }): Promise<CoreCluster> {
+  const release = etcdRelease(options.line);
   const base = path.join(dir, "core-cluster");
   const tls = await writeCoreTls(base);
   const plans = await planMembers(Array.from({ length: options.members }, (_, i) => `core-${i}`));
-  const managed = plans.map((plan) => etcdMember(plan, plans, base, tls, options.extraFlags ?? []));
+  const managed = plans.map((plan) => etcdMember(plan, plans, base, tls, release, options.extraFlags ?? []));
   for (const m of managed) m.spawn();
   await Promise.all(managed.map((m) => m.waitHealthy()));
   const members = managed.map((m) => m.member);
@@ -536,9 +557,10 @@ export async function startCoreCluster(dir: string, options: CoreEtcdOptions & {
   const credentials = { cacert: tls.caFile, cert: tls.certFile, key: tls.keyFile };
   return {
     ...tls,
+    release,
     members,
     endpoints,
-    etcdctl: (args) => runEtcdctl(endpoints.join(","), credentials, args),
+    etcdctl: (args) => runEtcdctl(endpoints.join(","), credentials, args, release.line),
   };
 }
 
@@ -903,7 +925,7 @@ export interface RunContainerOptions {
   objects: readonly K8sObject[];
   /** Per-test directory; the container's filesystem view lives in `dir/root`. */
   dir: string;
-  /** Container executable → local executable, e.g. {"/usr/local/bin/etcd": "/usr/bin/etcd"}. */
+  /** Container executable → local executable, e.g. {"/usr/local/bin/etcdctl": etcdRelease().etcdctl}. */
   binaries: Record<string, string>;
   /** Container port → local port for listen addresses (0.0.0.0:p, 127.0.0.1:p, localhost:p, [::]:p). */
   ports: Record<number, number>;

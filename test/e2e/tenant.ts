@@ -9,7 +9,7 @@ import { sync } from "../../hooks/sync.ts";
 import { connect, type EtcdClient } from "../support/etcd-client.ts";
 import { coreRelated, etcdStorage, syncRequest, unb64 } from "../support/requests.ts";
 import { fileURLToPath } from "node:url";
-import { freePort, httpGet, materializeVolumes, podSpecOf, runContainer, runEtcdctl, waitFor, type CoreTls, type K8sObject, type RunningContainer } from "./harness.ts";
+import { freePort, httpGet, materializeVolumes, podSpecOf, runContainer, runEtcdctl, waitFor, type CoreTls, type EtcdRelease, type K8sObject, type RunningContainer } from "./harness.ts";
 
 export interface ApiServerCredentials {
   cacert: string;
@@ -99,7 +99,8 @@ export async function startProxy(config: Config, request: HookRequest, response:
   };
 }
 
-export async function startTenant(config: Config, core: Pick<CoreTls, "pki">, name: string, spec: Record<string, unknown>, dir: string, now = new Date(), options: ProxyOptions = {}): Promise<RunningTenant> {
+/** `core`'s release, when given, is the etcdctl the tenant's `etcdctl()` runs (the API server's client of that line). */
+export async function startTenant(config: Config, core: Pick<CoreTls, "pki"> & { release?: EtcdRelease }, name: string, spec: Record<string, unknown>, dir: string, now = new Date(), options: ProxyOptions = {}): Promise<RunningTenant> {
   const request = syncRequest(etcdStorage(name, spec), relatedFor(config, core));
   const { response } = await sync(request, config, now);
   const proxy = await startProxy(config, request, response, path.join(dir, "proxy"), options);
@@ -113,7 +114,7 @@ export async function startTenant(config: Config, core: Pick<CoreTls, "pki">, na
     proxy,
     endpoint,
     credentials,
-    etcdctl: (args, override = credentials) => runEtcdctl(endpoint, { cacert: credentials.cacert, ...override } as ApiServerCredentials, args),
+    etcdctl: (args, override = credentials) => runEtcdctl(endpoint, { cacert: credentials.cacert, ...override } as ApiServerCredentials, args, core.release?.line),
   };
 }
 
