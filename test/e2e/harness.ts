@@ -72,6 +72,9 @@ export function tcpAccepts(port: number): Promise<boolean> {
   });
 }
 
+/** Thrown by a probe when waiting longer is pointless (the process waited for has exited): waitFor fails at once. */
+export class GiveUp extends Error {}
+
 /**
  * Polls `probe` until it returns something other than undefined/false/null. A throwing probe
  * counts as "not yet" (the thing we wait for is usually refusing connections at first); the last
@@ -91,6 +94,10 @@ export async function waitFor<T>(
       const value = await probe();
       if (value !== undefined && value !== false && value !== null) return value;
     } catch (error) {
+      if (error instanceof GiveUp) {
+        lastError = error;
+        break;
+      }
       lastError = error;
     }
     if (Date.now() >= deadline) break;
@@ -98,7 +105,8 @@ export async function waitFor<T>(
   }
   const last = lastError === undefined ? "none (probe kept answering not-ready)" : describeError(lastError);
   const extra = diagnostics ? `\n--- diagnostics ---\n${tail(diagnostics(), 4000)}` : "";
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last error: ${last}${extra}`);
+  const outcome = lastError instanceof GiveUp ? "gave up" : `timed out after ${timeoutMs} ms`;
+  throw new Error(`${outcome} waiting for ${what}; last error: ${last}${extra}`);
 }
 
 function describeError(error: unknown): string {
@@ -172,6 +180,8 @@ export async function tempDir(prefix = "e2e-"): Promise<string> {
 interface SpawnOptions {
   env: Record<string, string>;
   cwd: string;
+  /** Written to the process's stdin, which is then closed; without it stdin is /dev/null. */
+  input?: string;
 }
 
 interface SpawnedProcess extends ManagedProcess {
@@ -189,8 +199,12 @@ export function spawnManaged(file: string, args: readonly string[], options: Spa
     cwd: options.cwd,
     env: options.env,
     detached: false,
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
   });
+  if (options.input !== undefined) {
+    child.stdin?.on("error", () => undefined); // a process that exits without reading its input
+    child.stdin?.end(options.input);
+  }
   const output = { all: "", stdout: "", stderr: "" };
   const capped = (text: string): string => (text.length > MAX_LOG_CHARS ? text.slice(-MAX_LOG_CHARS / 2) : text);
   const append = (stream: "stdout" | "stderr", chunk: Buffer): void => {
@@ -931,6 +945,8 @@ export interface RunContainerOptions {
   ports: Record<number, number>;
   /** Container paths that are not volumes but must be mapped somewhere local (rarely needed). */
   extraPaths?: Record<string, string>;
+  /** What the image supplies where the container names nothing: its command (ENTRYPOINT/CMD) and working directory. */
+  image?: { command: string[]; workingDir: string };
 }
 
 export interface RunningContainer extends ManagedProcess {
@@ -1056,7 +1072,7 @@ export async function runContainer(options: RunContainerOptions): Promise<Runnin
   const all = [...podSpec.containers, ...(podSpec.initContainers ?? [])];
   const container = all.find((c) => c.name === containerName);
   if (container === undefined) throw new Error(`no container ${containerName} in pod spec (has: ${all.map((c) => c.name).join(", ")})`);
-  const command = container.command ?? [];
+  const command = container.command ?? options.image?.command ?? [];
   if (command.length === 0) throw new Error(`container ${containerName} has no command; the harness cannot know the image's entrypoint`);
 
   const rootDir = path.join(dir, "root");
@@ -1080,7 +1096,8 @@ export async function runContainer(options: RunContainerOptions): Promise<Runnin
   await assertExecutable(executable, `container ${containerName} runs ${containerExecutable}; map it in \`binaries\``);
   // Binary paths are rewritten inside args too, for `sh -c "/usr/local/bin/etcdctl ..."` Jobs.
   const args = containerArgs.map((a) => rewritePorts(rewritePaths(rewriteBinaries(a))));
-  const cwd = container.workingDir ? rewritePaths(container.workingDir) : path.join(dir, "cwd");
+  const workingDir = container.workingDir ?? options.image?.workingDir;
+  const cwd = workingDir ? rewritePaths(workingDir) : path.join(dir, "cwd");
   await mkdir(cwd, { recursive: true });
 
   // The container's env plus PATH only: the developer's environment must not leak in.

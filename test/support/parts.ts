@@ -100,7 +100,7 @@ export async function buildParts(log: (line: string) => void = (line) => process
     const folder = moduleFolder(module);
     if (existsSync(folder)) continue;
     const binaries = Object.entries(BINARIES).filter(([, b]) => b.module === module);
-    log(`[parts] building ${binaries.map(([name]) => name).join(", ")} from test/kubernetes/${module === "." ? "go.mod" : `${module}/go.mod`} with ${go()} (first time for these pins: minutes, most for kube-apiserver)`);
+    log(`[parts] building ${binaries.map(([name]) => name).join(", ")} from test/kubernetes/${module === "." ? "go.mod" : `${module}/go.mod`} with ${go()}: the first build of these pins`);
     const started = Date.now();
     const building = `${folder}.building-${process.pid}`;
     await rm(building, { recursive: true, force: true });
