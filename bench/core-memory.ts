@@ -1,14 +1,14 @@
 // `node bench/core-memory.ts`: what a tenant could pile up in core etcd's memory if nothing bounded
 // it, measured on a fresh single-member core etcd each, called directly (the gateway's bounds in
-// gateway/limits.ts come from these figures): empty Watch streams, watches, leases, and unpaged
+// gateway/tenant/limits.ts come from these figures): empty Watch streams, watches, leases, and unpaged
 // Ranges built at once. Prints etcd's resident memory before and after each.
 import http2, { type ClientHttp2Session } from "node:http2";
 import { readFileSync } from "node:fs";
-import { frame, frameWriter } from "../gateway/grpc.ts";
+import { frame, frameWriter } from "../gateway/wire/grpc.ts";
 import { startCoreEtcd, stopAll, tempDir, type CoreEtcd } from "../test/e2e/harness.ts";
 
 const MiB = 1024 * 1024;
-// etcd 3.5, the line the figures in gateway/limits.ts and the README were measured on (3.5.16).
+// etcd 3.5, the line the figures in gateway/tenant/limits.ts and the README were measured on (3.5.16).
 const LINE = "3.5";
 
 function memoryMiB(core: CoreEtcd, field: "VmRSS" | "VmHWM"): number {

@@ -8,7 +8,7 @@
 // is present but empty as "to the end of the keyspace" in Range, DeleteRange and Compare, and as
 // "one key" in a Watch; both are kept apart here.
 
-import { LENGTH_DELIMITED, Reader } from "./wire.ts";
+import { LENGTH_DELIMITED, Reader } from "./wire/protobuf.ts";
 
 /** How a present-but-empty range_end reads in the request that carries it. */
 export type EmptyRangeEnd = "to-the-end" | "single-key";

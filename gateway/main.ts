@@ -5,19 +5,20 @@
 import http2, { type Http2Session } from "node:http2";
 import type { TLSSocket } from "node:tls";
 import { pino } from "pino";
-import { SERVED_METHODS } from "./api.ts";
-import { ConfigError, describeConfig, parseFlags, type GatewayConfig } from "./config.ts";
-import { Status, endWithStatus } from "./grpc.ts";
-import { startHealthServer, type HealthState } from "./health.ts";
+import { SERVED_METHODS } from "./api/served.ts";
+import { ConfigError, describeConfig, parseFlags, type GatewayConfig } from "./shell/config.ts";
+import { Status, endWithStatus } from "./wire/grpc.ts";
+import { startHealthServer, type HealthState } from "./shell/health.ts";
 import { TenantKeyspace } from "./keys.ts";
-import { HeldLeases, LeaseScope } from "./lease.ts";
-import { DEFAULT_LIMITS } from "./limits.ts";
-import { GatewayMetrics } from "./metrics.ts";
-import { Proxy, type CallContext } from "./proxy.ts";
-import { Quota } from "./quota.ts";
-import { loadSide, watchMaterial } from "./tls.ts";
-import { CoreConnection } from "./upstream.ts";
-import { TenantUsage } from "./usage.ts";
+import { HeldLeases, LeaseScope } from "./tenant/leases.ts";
+import { DEFAULT_LIMITS } from "./tenant/limits.ts";
+import { GatewayMetrics } from "./shell/metrics.ts";
+import type { CallContext } from "./calls/method.ts";
+import { Proxy } from "./calls/proxy.ts";
+import { Quota } from "./tenant/quota.ts";
+import { loadSide, watchMaterial } from "./shell/tls.ts";
+import { CoreConnection } from "./core/upstream.ts";
+import { TenantUsage } from "./tenant/usage.ts";
 
 const SHUTDOWN_GRACE_MS = 10_000;
 // etcd puts no limit on concurrent streams; an API server multiplexes its calls on few connections.

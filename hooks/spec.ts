@@ -1,5 +1,4 @@
 // An EtcdStorage as the hooks use it: defaulted and validated once, with the schema of schemas/.
-import type { Config } from "./config.ts";
 import { parseDuration } from "./duration.ts";
 import { LruCache } from "./lru-cache.ts";
 import { parseQuantity } from "./quantity.ts";
@@ -56,7 +55,17 @@ export interface EtcdStorageSpec {
 
 export type SpecResult = { valid: true; spec: EtcdStorageSpec } | { valid: false; problems: string[]; nameValid: boolean };
 
-export type SpecConfig = Pick<Config, "proxyNamespace" | "defaultStorageQuota" | "defaultWriteBytesPerSecond" | "defaultRequestsPerSecond">;
+/**
+ * What reading a spec needs of the hook server's configuration (config.ts's Config has it; config.ts
+ * checks its quota defaults with quotaProblem, so this module does not import it).
+ */
+export interface SpecConfig {
+  proxyNamespace: string;
+  /** spec.quota's defaults, quantities as written. */
+  defaultStorageQuota: string;
+  defaultWriteBytesPerSecond: string;
+  defaultRequestsPerSecond: number;
+}
 
 // As in the API server: defaulting first, then validation of the defaulted object.
 const applyDefaults = kubernetesAjv({ useDefaults: true }).compile(etcdStorageSchema);

@@ -1,4 +1,4 @@
-// The gateway's command line (gateway/config.ts, gateway/tls.ts, gateway/main.ts), run as the proxy
+// The gateway's command line (gateway/shell/config.ts, gateway/shell/tls.ts, gateway/main.ts), run as the proxy
 // pod runs it: `node gateway/main.ts --flag=value ...`. A bad setting stops it at start with exit
 // code 2 and exactly one line on stderr naming the flag, before it serves anything. The same flags
 // with nothing wrong start a gateway that serves /livez and stops with 0 on SIGTERM: each refusal

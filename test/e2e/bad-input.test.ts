@@ -2,7 +2,7 @@
 // serving; nothing it refuses reaches core etcd, and what a tenant sends after a refusal is
 // neither read nor held. Requests etcd itself refuses are refused with
 // etcd's own words (checked against core etcd directly); the gateway's own limits
-// (gateway/limits.ts) are named in their refusals. What the test client cannot express (several
+// (gateway/tenant/limits.ts) are named in their refusals. What the test client cannot express (several
 // messages in a unary call, a compressed flag, a frame that never ends, plain HTTP/2) is sent as
 // raw frames over node:http2 with the tenant's credentials. Then a seeded fuzz loop sends garbage
 // and damaged messages to every served method (FUZZ_SEED=<n> and FUZZ_RUNS=<n> run another loop;
@@ -13,7 +13,7 @@ import { constants as http2constants, type ClientHttp2Session } from "node:http2
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import fc from "fast-check";
-import { DEFAULT_LIMITS } from "../../gateway/limits.ts";
+import { DEFAULT_LIMITS } from "../../gateway/tenant/limits.ts";
 import { testConfig } from "../support/requests.ts";
 import {
   connect,

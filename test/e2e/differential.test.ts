@@ -240,7 +240,7 @@ function generate(rng: Random, state: { revisions: number[]; compacted: number }
 }
 
 // Empty, short, or now and then large: an answer of several DATA frames (reassembled and
-// answered from reused buffers, gateway/buffers.ts).
+// answered from reused buffers, gateway/wire/buffers.ts).
 function putValue(rng: Random): string {
   if (rng.chance(0.1)) return "";
   const value = `v${rng.int(1000)}`;

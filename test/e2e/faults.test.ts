@@ -24,7 +24,7 @@ const CALL_TIMEOUT_MS = 2_000;
 const WRITE_PAUSE_MS = 5;
 const WRITES_AFTER_FAILURE = 30;
 const MAX_GAP_MS = 10_000;
-// A frozen member is found by the gateway's pings (gateway/upstream.ts: one every 6 s while calls
+// A frozen member is found by the gateway's pings (gateway/core/upstream.ts: one every 6 s while calls
 // are open, 5 s for the answer); calls in flight then fail at once and are sent again.
 const FROZEN_MAX_GAP_MS = 6_000 + 5_000 + 2_000;
 

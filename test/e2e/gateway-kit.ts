@@ -57,7 +57,7 @@ export async function assertServing(tenant: RunningTenant, pid: number | undefin
 }
 
 // ---------------------------------------------------------------------------------------------
-// Protobuf, written by hand (independent of gateway/wire.ts and of protobufjs)
+// Protobuf, written by hand (independent of gateway/wire/protobuf.ts and of protobufjs)
 // ---------------------------------------------------------------------------------------------
 
 function varint(value: bigint | number): Buffer {

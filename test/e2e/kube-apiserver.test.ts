@@ -195,7 +195,7 @@ for (const line of ETCD_LINES) {
     });
 
     test("large objects: 64 pages in flight at once and a watch replaying them, each exactly as core etcd holds the objects", async () => {
-      // Pages of several DATA frames, reassembled and answered from reused buffers (gateway/buffers.ts):
+      // Pages of several DATA frames, reassembled and answered from reused buffers (gateway/wire/buffers.ts):
       // a buffer reused while still in use would show as another page's bytes.
       const prefix = "/registry/blobs/default/";
       const names = Array.from({ length: 24 }, (_, i) => `blob-${String(i).padStart(2, "0")}`);

@@ -16,10 +16,10 @@ const MiB = 1024 * 1024;
 const KiB = 1024;
 // The gateway's write-rate bucket holds at least its largest request, so any write can pass once.
 const LARGEST_REQUEST = 2 * MiB;
-// A call waits for the rate at most this long before it is refused (gateway/quota.ts).
+// A call waits for the rate at most this long before it is refused (gateway/tenant/quota.ts).
 const MAX_WAIT_S = 1;
 const VALUE = Buffer.alloc(64 * KiB, "q");
-// Watches one gateway replica holds open in core etcd at most, and leases it vouches for (gateway/limits.ts).
+// Watches one gateway replica holds open in core etcd at most, and leases it vouches for (gateway/tenant/limits.ts).
 const MAX_OPEN_WATCHES = 10_000;
 const MAX_LEASES = 10_000;
 const MAX_OPEN_STREAMS = 1_000;
@@ -288,7 +288,7 @@ describe("per-tenant quota on a core etcd with a 32 MiB space quota", () => {
   });
 
   test("two replicas of one tenant together stay within the documented overshoot", async () => {
-    // storage + (replicas - 1) x (max(W/N, 2 MiB) + W/N x 1 s), gateway/quota.ts
+    // storage + (replicas - 1) x (max(W/N, 2 MiB) + W/N x 1 s), gateway/tenant/quota.ts
     const quota = 4 * MiB;
     const rate = 1 * MiB;
     const overshoot = Math.max(rate / 2, LARGEST_REQUEST) + (rate / 2) * 1;

@@ -1,4 +1,4 @@
-// Reads that make core etcd build large answers (gateway/reads.ts): etcd reads every object a
+// Reads that make core etcd build large answers (gateway/tenant/reads.ts): etcd reads every object a
 // Range covers into memory before it answers, so a tenant's unpaged lists, many at once, would
 // take the host's etcd memory in multiples of all the tenant stores. Through the gateway, core
 // etcd builds at most its read budget (64 MiB per replica) of them at a time, measured here on

@@ -1,6 +1,6 @@
 // Hand-written etcd requests for tests and the benchmark, with the gateway's own wire writer.
-import { frame, frameWriter } from "../../gateway/grpc.ts";
-import type { Writer } from "../../gateway/wire.ts";
+import { frame, frameWriter } from "../../gateway/wire/grpc.ts";
+import type { Writer } from "../../gateway/wire/protobuf.ts";
 
 /** One message, framed for gRPC, its fields written by `write`. */
 export function framedMessage(write: (writer: Writer) => void): Buffer {

@@ -1,5 +1,5 @@
 // The proxy Deployment: the tenant's quota and its replica count reach the gateway's command line
-// exactly, as the flags gateway/config.ts reads.
+// exactly, as the flags gateway/shell/config.ts reads.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { buildDeployment } from "../../hooks/children/deployment.ts";

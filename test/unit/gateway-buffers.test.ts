@@ -1,8 +1,8 @@
-// The gateway's buffer pool (gateway/buffers.ts): a buffer given back is handed out again, never
+// The gateway's buffer pool (gateway/wire/buffers.ts): a buffer given back is handed out again, never
 // to two takers at once, and only buffers the pool made are kept.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { giveBack, takeBuffer } from "../../gateway/buffers.ts";
+import { giveBack, takeBuffer } from "../../gateway/wire/buffers.ts";
 
 const KiB = 1024;
 

@@ -1,19 +1,20 @@
-// What a tenant holds in core etcd's memory through one gateway, bounded (gateway/limits.ts):
-// - watches (gateway/watch.ts, maxOpenWatches): counted from each create sent to core etcd until
+// What a tenant holds in core etcd's memory through one gateway, bounded (gateway/tenant/limits.ts):
+// - watches (gateway/api/watch.ts, maxOpenWatches): counted from each create sent to core etcd until
 //   etcd cancels the watch or its stream ends, on every stream of the gateway; a create past the
 //   bound is not sent, and is refused as etcd refuses one, in its turn after the creates before it;
-// - leases (gateway/lease.ts, maxLeases): those granted or kept alive through the gateway within
+// - leases (gateway/tenant/leases.ts, maxLeases): those granted or kept alive through the gateway within
 //   their TTL; a grant past the bound is refused.
 // e2e/quota.test.ts runs both against real etcd.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { frame, frameWriter, GrpcError, Status } from "../../gateway/grpc.ts";
+import { frame, frameWriter, GrpcError, Status } from "../../gateway/wire/grpc.ts";
 import { TenantKeyspace } from "../../gateway/keys.ts";
-import { HeldLeases, leaseGrant, leaseKeepAlive, LeaseScope, leaseRevoke } from "../../gateway/lease.ts";
-import { DEFAULT_LIMITS } from "../../gateway/limits.ts";
-import type { CallContext } from "../../gateway/proxy.ts";
-import { watch } from "../../gateway/watch.ts";
-import { Reader } from "../../gateway/wire.ts";
+import { leaseGrant, leaseKeepAlive, leaseRevoke } from "../../gateway/api/lease.ts";
+import { HeldLeases, LeaseScope } from "../../gateway/tenant/leases.ts";
+import { DEFAULT_LIMITS } from "../../gateway/tenant/limits.ts";
+import type { CallContext } from "../../gateway/calls/method.ts";
+import { watch } from "../../gateway/api/watch.ts";
+import { Reader } from "../../gateway/wire/protobuf.ts";
 
 const PREFIX = "/etcdstorage/w/";
 

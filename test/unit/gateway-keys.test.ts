@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { assertConfined, KEYED_REQUESTS, OutsidePrefix, TenantKeyspace } from "../../gateway/keys.ts";
-import type { Writer } from "../../gateway/wire.ts";
+import type { Writer } from "../../gateway/wire/protobuf.ts";
 import { framedMessage as message, nested } from "../support/protobuf.ts";
 
 const keyspace = new TenantKeyspace("/etcdstorage/a/");

@@ -1,8 +1,8 @@
-// The quota's arithmetic (gateway/quota.ts) with a moved clock and a usage view of the test's own.
+// The quota's arithmetic (gateway/tenant/quota.ts) with a moved clock and a usage view of the test's own.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { bytesOf, growthOf, Quota, TokenBucket, type UsageView, type Writes } from "../../gateway/quota.ts";
-import { GrpcError, Status } from "../../gateway/grpc.ts";
+import { bytesOf, growthOf, Quota, TokenBucket, type UsageView, type Writes } from "../../gateway/tenant/quota.ts";
+import { GrpcError, Status } from "../../gateway/wire/grpc.ts";
 
 const key = (text: string) => Buffer.from(text);
 const put = (name: string, bytes: number, keepsValue = false) => ({ key: key(name), bytes, keepsValue });

@@ -1,10 +1,10 @@
-// Reads that make core etcd build large answers (gateway/reads.ts): what each outgoing request may
+// Reads that make core etcd build large answers (gateway/tenant/reads.ts): what each outgoing request may
 // build, estimated from the tenant's usage, and the budget that holds the bytes in flight.
 // e2e/reads.test.ts measures core etcd's memory under such reads.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { answerBytes, ReadBudget } from "../../gateway/reads.ts";
-import type { Writer } from "../../gateway/wire.ts";
+import { answerBytes, ReadBudget } from "../../gateway/tenant/reads.ts";
+import type { Writer } from "../../gateway/wire/protobuf.ts";
 import { framedMessage as message, nested } from "../support/protobuf.ts";
 
 const data = { usedBytes: () => 10_000_000, largestObjectBytes: () => 2_000 };

@@ -1,10 +1,10 @@
-// The gateway's connection to core etcd (gateway/upstream.ts): which member a gateway dials first.
+// The gateway's connection to core etcd (gateway/core/upstream.ts): which member a gateway dials first.
 // Failover between members runs against a real 3-member cluster in e2e/faults.test.ts.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { pino } from "pino";
-import { GrpcError } from "../../gateway/grpc.ts";
-import { CoreConnection } from "../../gateway/upstream.ts";
+import { GrpcError } from "../../gateway/wire/grpc.ts";
+import { CoreConnection } from "../../gateway/core/upstream.ts";
 
 // Nothing listens on these ports: each dial is refused at once, and the refusal lists the endpoints in the order tried.
 const ENDPOINTS = ["https://127.0.0.1:1", "https://127.0.0.1:2", "https://127.0.0.1:3"];

@@ -1,4 +1,4 @@
-// When and how the gateway's usage view confirms itself with core etcd (gateway/usage.ts): a write
+// When and how the gateway's usage view confirms itself with core etcd (gateway/tenant/usage.ts): a write
 // never goes ahead on a view older than CURRENT_WITHIN_MS, and under steady writes none waits,
 // because the confirmation starts once the last one is half that old; a progress request answers
 // it where the core's version answers them safely, a read otherwise or when no answer comes, and
@@ -9,10 +9,10 @@ import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import { test } from "node:test";
 import { pino } from "pino";
-import { frame, frameWriter } from "../../gateway/grpc.ts";
+import { frame, frameWriter } from "../../gateway/wire/grpc.ts";
 import { TenantKeyspace } from "../../gateway/keys.ts";
-import type { CoreAnswer, CoreConnection } from "../../gateway/upstream.ts";
-import { answersProgressSafely, CURRENT_WITHIN_MS, TenantUsage, type Confirmation } from "../../gateway/usage.ts";
+import type { CoreAnswer, CoreConnection } from "../../gateway/core/upstream.ts";
+import { answersProgressSafely, CURRENT_WITHIN_MS, TenantUsage, type Confirmation } from "../../gateway/tenant/usage.ts";
 
 /** A RangeResponse with no keys, at `revision`. */
 function emptyPage(revision: number): Buffer {

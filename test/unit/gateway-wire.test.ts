@@ -1,9 +1,9 @@
-// The gateway's protobuf wire codec (gateway/wire.ts): exact bytes for known encodings, lengths
+// The gateway's protobuf wire codec (gateway/wire/protobuf.ts): exact bytes for known encodings, lengths
 // patched whatever the size hint, and malformed input refused, never misread.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
-import { LENGTH_DELIMITED, MalformedMessage, Reader, VARINT, Writer } from "../../gateway/wire.ts";
+import { LENGTH_DELIMITED, MalformedMessage, Reader, VARINT, Writer } from "../../gateway/wire/protobuf.ts";
 
 test("varints: protobuf's own examples, and int64 values through bigint (negative ones take ten bytes)", () => {
   const encode = (write: (w: Writer) => void) => {

@@ -2,9 +2,9 @@
 // it (to decide whether watch progress requests work) and the database size (a metric). The
 // answer keeps core etcd's header and version; the size is the tenant's own, and leader, raft
 // figures, alarms and learner state, which describe the shared cluster, are left out.
-import { frame, frameWriter } from "./grpc.ts";
-import type { CallContext, UnaryMethod } from "./proxy.ts";
-import { LENGTH_DELIMITED, Reader, VARINT } from "./wire.ts";
+import { frame, frameWriter } from "../wire/grpc.ts";
+import type { CallContext, UnaryMethod } from "../calls/method.ts";
+import { LENGTH_DELIMITED, Reader, VARINT } from "../wire/protobuf.ts";
 
 /** The member that answered, from a ResponseHeader (member_id, field 2). */
 function memberId(header: Buffer): bigint {

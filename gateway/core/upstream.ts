@@ -7,7 +7,7 @@ import type { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import tls from "node:tls";
 import type { Logger } from "pino";
-import { GrpcError, MessageDecoder, Status, decodeGrpcMessage } from "./grpc.ts";
+import { GrpcError, MessageDecoder, Status, decodeGrpcMessage } from "../wire/grpc.ts";
 
 export interface CoreAnswer {
   code: number;

@@ -4,7 +4,7 @@
 // times a second (measured with --trace-gc under the benchmark's list load). Sizes are powers
 // of two; at most RETAINED_BYTES wait here, the rest is left to the collector.
 //
-// A buffer is given back only when nothing refers to it any more (proxy.ts): a core answer once
+// A buffer is given back only when nothing refers to it any more (calls/proxy.ts): a core answer once
 // it is translated, a frame once http2 reports it written. A buffer not given back is simply
 // collected; a buffer the pool did not hand out is ignored.
 

@@ -3,12 +3,12 @@
 // keys stripped: events, progress notifications, compaction and cancellation alike. The watches a
 // gateway holds open in core etcd are bounded (limits.maxOpenWatches): a create past the bound is
 // answered by the gateway, as etcd answers a create it refuses.
-import { frame, frameWriter } from "./grpc.ts";
-import { KEYED_REQUESTS } from "./keys.ts";
-import { checkKeySize } from "./limits.ts";
+import { frame, frameWriter } from "../wire/grpc.ts";
+import { KEYED_REQUESTS } from "../keys.ts";
+import { checkKeySize } from "../tenant/limits.ts";
 import { copyKnownFields, writeStrippedKeyValue, type KnownFields } from "./messages.ts";
-import type { CallContext, StreamMethod, StreamTranslator } from "./proxy.ts";
-import { LENGTH_DELIMITED, Reader, VARINT, type Writer } from "./wire.ts";
+import type { CallContext, StreamMethod, StreamTranslator } from "../calls/method.ts";
+import { LENGTH_DELIMITED, Reader, VARINT, type Writer } from "../wire/protobuf.ts";
 
 const V = VARINT;
 const L = LENGTH_DELIMITED;

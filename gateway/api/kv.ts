@@ -1,5 +1,5 @@
 // KV: Range, Put, DeleteRange and Txn, translated field by field on the wire. Keys and range ends
-// go through the tenant's keyspace (keys.ts), lease IDs through its lease scope (lease.ts); the
+// go through the tenant's keyspace (keys.ts), lease IDs through its lease scope (tenant/leases.ts); the
 // other fields etcd defines are copied as they came; a field etcd does not define is dropped, as
 // etcd itself ignores it. Empty keys and empty Txn operations are refused here with etcd's own
 // errors: once prefixed they would no longer be empty, and etcd would accept them.
@@ -9,14 +9,14 @@
 // Range, a read-only Txn) it reads as "every key from here on"; applied through raft (a
 // DeleteRange, a Txn that writes) it reaches the store absent, "this key only", because etcd
 // re-encodes the request and an empty field is not written.
-import { GrpcError, Status, frame, frameWriter } from "./grpc.ts";
-import { KEYED_REQUESTS, type EmptyRangeEnd } from "./keys.ts";
-import { checkKeySize, checkTxnDepth } from "./limits.ts";
+import { GrpcError, Status, frame, frameWriter } from "../wire/grpc.ts";
+import { KEYED_REQUESTS, type EmptyRangeEnd } from "../keys.ts";
+import { checkKeySize, checkTxnDepth } from "../tenant/limits.ts";
 import { copyKnownFields, writeStrippedKeyValue, type KnownFields } from "./messages.ts";
-import type { CallContext, UnaryMethod } from "./proxy.ts";
-import type { Writes } from "./quota.ts";
-import { answerBytes, type StoredData } from "./reads.ts";
-import { LENGTH_DELIMITED, Reader, VARINT, type Writer } from "./wire.ts";
+import type { CallContext, UnaryMethod } from "../calls/method.ts";
+import type { Writes } from "../tenant/quota.ts";
+import { answerBytes, type StoredData } from "../tenant/reads.ts";
+import { LENGTH_DELIMITED, Reader, VARINT, type Writer } from "../wire/protobuf.ts";
 
 const EMPTY_KEY = () => new GrpcError(Status.INVALID_ARGUMENT, "etcdserver: key is not provided");
 const EMPTY_OPERATION = () => new GrpcError(Status.INVALID_ARGUMENT, "etcdserver: key not found");

@@ -2,8 +2,8 @@
 // what the tenant holds in core etcd and the refusals at those bounds.
 // Every series carries the tenant's name.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { STATUS_NAMES } from "./grpc.ts";
-import type { Bound } from "./limits.ts";
+import { STATUS_NAMES } from "../wire/grpc.ts";
+import type { Bound } from "../tenant/limits.ts";
 
 export class GatewayMetrics {
   readonly registry = new Registry();

@@ -1,70 +1,24 @@
 // Calls from the tenant to core etcd: each served method translates its requests and answers
-// (kv.ts, watch.ts, lease.ts, maintenance.ts); this module carries them. Keyed requests pass
+// (api/: kv.ts, watch.ts, lease.ts, maintenance.ts); this module carries them. Keyed requests pass
 // assertConfined (keys.ts) right before they are sent: nothing outside the prefix leaves.
 import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import type { Logger } from "pino";
-import { giveBack } from "./buffers.ts";
-import { GrpcError, MessageDecoder, RESPONSE_HEADERS, Status, decodeGrpcMessage, endWithStatus, sendUnary, validTimeout, writeFrame } from "./grpc.ts";
-import { assertConfined, OutsidePrefix, type KEYED_REQUESTS, type TenantKeyspace } from "./keys.ts";
-import type { HeldLeases, LeaseScope } from "./lease.ts";
-import type { Bound, Limits } from "./limits.ts";
-import type { GatewayMetrics } from "./metrics.ts";
-import type { Quota, Reservation, Writes } from "./quota.ts";
-import { ReadBudget, type StoredData } from "./reads.ts";
-import { answerDecoder, unreachable, type CoreAnswer, type CoreConnection } from "./upstream.ts";
-import { answerRevision } from "./usage.ts";
-import { MalformedMessage } from "./wire.ts";
+import { giveBack } from "../wire/buffers.ts";
+import { GrpcError, MessageDecoder, RESPONSE_HEADERS, Status, decodeGrpcMessage, endWithStatus, sendUnary, validTimeout, writeFrame } from "../wire/grpc.ts";
+import { assertConfined, OutsidePrefix } from "../keys.ts";
+import type { CallContext, Method, StreamMethod, UnaryMethod } from "./method.ts";
+import type { Quota, Reservation, Writes } from "../tenant/quota.ts";
+import { ReadBudget } from "../tenant/reads.ts";
+import { answerDecoder, unreachable, type CoreAnswer, type CoreConnection } from "../core/upstream.ts";
+import { answerRevision } from "../tenant/usage.ts";
+import { MalformedMessage } from "../wire/protobuf.ts";
 
-export interface CallContext {
-  keyspace: TenantKeyspace;
-  leases: LeaseScope;
-  limits: Limits;
-  /** Watches this gateway holds open in core etcd, on all streams (against limits.maxOpenWatches). */
-  openWatches: { count: number };
-  /** Leases granted or kept alive through this gateway within their TTL (against limits.maxLeases). */
-  heldLeases: HeldLeases;
-  /** Called with each refusal at one of the per-replica bounds (for metrics). */
-  boundReached(bound: Bound): void;
-  /** What Status reports as the database, and what reads.ts estimates answers from: the tenant's own data. */
-  storage: StoredData & { quotaBytes(): number };
+/** What the proxy reports of each call (shell/metrics.ts's GatewayMetrics). */
+export interface CallMetrics {
+  call(method: string, code: number, seconds: number): void;
+  streamOpened(method: string): void;
+  streamClosed(method: string): void;
 }
-
-type KeyFields = (typeof KEYED_REQUESTS)[keyof typeof KEYED_REQUESTS];
-
-export interface UnaryMethod<State> {
-  kind: "unary";
-  /** Where the outgoing request's keys are, for the confinement check; absent: it has none. */
-  keyed?: KeyFields;
-  /** Whether a call may be sent again when core etcd's connection failed before it answered. */
-  idempotent: boolean;
-  /** The core request (a gRPC frame) for the tenant's, and the puts it makes; throws GrpcError or MalformedMessage. */
-  request(message: Buffer, ctx: CallContext): { framed: Buffer; state: State; writes?: Writes };
-  /** The tenant's answer (a gRPC frame) for core etcd's. */
-  response(message: Buffer, ctx: CallContext, state: State): Buffer;
-  /** What core etcd may build in memory to answer the outgoing request (reads.ts); absent: little. */
-  answerBytes?(framed: Buffer, ctx: CallContext): number;
-  /** Whether a failed call is tried again with a new request. */
-  retry?(code: number, message: string): boolean;
-}
-
-export interface StreamTranslator {
-  /** The core request for one tenant message, or undefined to send nothing. */
-  request(message: Buffer): Buffer | undefined;
-  /** Translates one core answer, handing the tenant's answers to `reply`. */
-  response(message: Buffer): void;
-  /** The stream ended. */
-  close?(): void;
-}
-
-export interface StreamMethod {
-  kind: "stream";
-  keyed?: KeyFields;
-  /** `reply` sends one answer (a gRPC frame) to the tenant, after those before it. */
-  open(ctx: CallContext, reply: (framed: Buffer) => void): StreamTranslator;
-}
-
-// Loosely typed on purpose: each method's state type stays its own.
-export type Method = UnaryMethod<any> | StreamMethod;
 
 const MAX_GRANT_ATTEMPTS = 3;
 
@@ -72,13 +26,13 @@ export class Proxy {
   private readonly methods: ReadonlyMap<string, Method>;
   private readonly ctx: CallContext;
   private readonly core: CoreConnection;
-  private readonly metrics: GatewayMetrics;
+  private readonly metrics: CallMetrics;
   private readonly log: Logger;
   private readonly streams = new Set<() => void>();
   private readonly quota: Quota;
   private readonly reads: ReadBudget;
 
-  constructor(methods: ReadonlyMap<string, Method>, ctx: CallContext, core: CoreConnection, metrics: GatewayMetrics, log: Logger, quota: Quota) {
+  constructor(methods: ReadonlyMap<string, Method>, ctx: CallContext, core: CoreConnection, metrics: CallMetrics, log: Logger, quota: Quota) {
     this.methods = methods;
     this.ctx = ctx;
     this.core = core;

@@ -21,10 +21,10 @@
 // reads keep core etcd busy at most a tenth of the time per replica; writes that need one wait.
 import type { ClientHttp2Stream } from "node:http2";
 import type { Logger } from "pino";
-import { frame, frameWriter } from "./grpc.ts";
-import { assertConfined, KEYED_REQUESTS, type TenantKeyspace } from "./keys.ts";
-import { answerDecoder, type CoreConnection } from "./upstream.ts";
-import { LENGTH_DELIMITED, Reader, VARINT } from "./wire.ts";
+import { frame, frameWriter } from "../wire/grpc.ts";
+import { assertConfined, KEYED_REQUESTS, type TenantKeyspace } from "../keys.ts";
+import { answerDecoder, type CoreConnection } from "../core/upstream.ts";
+import { LENGTH_DELIMITED, Reader, VARINT } from "../wire/protobuf.ts";
 
 const PAGE = 1000;
 export const CURRENT_WITHIN_MS = 1_000;

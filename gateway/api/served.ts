@@ -5,7 +5,7 @@
 import { deleteRange, put, range, txn } from "./kv.ts";
 import { leaseGrant, leaseKeepAlive, leaseRevoke, leaseTimeToLive } from "./lease.ts";
 import { status } from "./maintenance.ts";
-import type { Method } from "./proxy.ts";
+import type { Method } from "../calls/method.ts";
 import { watch } from "./watch.ts";
 
 export const SERVED_METHODS: ReadonlyMap<string, Method> = new Map<string, Method>([

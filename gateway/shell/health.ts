@@ -3,12 +3,12 @@
 // a gateway that cannot reach it leaves the Service; /metrics.
 import http from "node:http";
 import type { Logger } from "pino";
-import { Status, frame, frameWriter } from "./grpc.ts";
-import { assertConfined, KEYED_REQUESTS } from "./keys.ts";
-import { range } from "./kv.ts";
+import { Status, frame, frameWriter } from "../wire/grpc.ts";
+import { assertConfined, KEYED_REQUESTS } from "../keys.ts";
+import { range } from "../api/kv.ts";
 import type { GatewayMetrics } from "./metrics.ts";
-import type { CallContext } from "./proxy.ts";
-import type { CoreConnection } from "./upstream.ts";
+import type { CallContext } from "../calls/method.ts";
+import type { CoreConnection } from "../core/upstream.ts";
 
 // A linearizable count of one key, as kube-apiserver's own etcd check reads <prefix>/health.
 const READINESS_TIMEOUT = "2S";

@@ -2,7 +2,7 @@
 // memory through one replica at once (streams, watches, leases, answers being built). They keep a
 // tenant from costing the gateway or core etcd more than an API server's honest use does, whatever
 // its request rate.
-import { GrpcError, Status } from "./grpc.ts";
+import { GrpcError, Status } from "../wire/grpc.ts";
 
 export interface Limits {
   /** Largest request message: clientv3 sends up to 2 MiB (etcd itself accepts 1.5 MiB by default). */
@@ -32,7 +32,7 @@ export interface Limits {
   maxOpenWatches: number;
   /**
    * Leases one gateway replica vouches for at once: granted or kept alive through it within their
-   * TTL (lease.ts, HeldLeases). Each lives in core etcd's memory (bench/core-memory.ts: 100,000
+   * TTL (leases.ts, HeldLeases). Each lives in core etcd's memory (bench/core-memory.ts: 100,000
    * took 127 MiB), and leases granted at the request rate and kept alive would otherwise reach
    * millions. kube-apiserver reuses a lease for a minute per TTL: tens of leases.
    */

@@ -17,7 +17,7 @@
 // B = max(W/N, 2 MiB) and then W/N per second, W being writeBytesPerSecond. So the tenant's live
 // bytes stay below storage + (N-1) x (B + W/N x 1 s): 2.1 MiB with the defaults and 2 replicas.
 // (During a rollout, maxSurge adds one replica with its share for as long as it lasts.)
-import { GrpcError, Status } from "./grpc.ts";
+import { GrpcError, Status } from "../wire/grpc.ts";
 
 /** What the quota needs to know of the tenant's usage (usage.ts keeps it). */
 export interface UsageView {

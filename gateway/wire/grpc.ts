@@ -2,7 +2,7 @@
 // trailers, and the status codes (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md).
 import { constants, type ServerHttp2Stream } from "node:http2";
 import { giveBack, takeBuffer } from "./buffers.ts";
-import { Writer } from "./wire.ts";
+import { Writer } from "./protobuf.ts";
 
 export const Status = {
   OK: 0,

@@ -8,7 +8,7 @@
 // What a read may build is estimated from the outgoing request and the tenant's usage: nothing for
 // one key or a count, else its limit times the largest object the tenant stores, and at most all
 // it stores (a read at an old revision may also see history: the estimate does not count it).
-import { LENGTH_DELIMITED, Reader, VARINT } from "./wire.ts";
+import { LENGTH_DELIMITED, Reader, VARINT } from "../wire/protobuf.ts";
 
 /** What the estimate knows of the tenant's data (usage.ts keeps it). */
 export interface StoredData {

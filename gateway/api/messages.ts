@@ -1,8 +1,8 @@
 // Message pieces several APIs share: copying the fields a message is known to have, and the
 // KeyValue (mvccpb) whose key loses the tenant's prefix on the way back.
-import { frame, frameWriter } from "./grpc.ts";
-import type { TenantKeyspace } from "./keys.ts";
-import { LENGTH_DELIMITED, Reader, VARINT, type Writer } from "./wire.ts";
+import { frame, frameWriter } from "../wire/grpc.ts";
+import type { TenantKeyspace } from "../keys.ts";
+import { LENGTH_DELIMITED, Reader, VARINT, type Writer } from "../wire/protobuf.ts";
 
 /** Field number → wire type, of the fields of one message the gateway forwards. */
 export type KnownFields = Readonly<Record<number, number>>;
