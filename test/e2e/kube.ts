@@ -190,6 +190,8 @@ export class KubeApi {
   private readonly discovered = new Map<string, Promise<ApiResource[]>>();
 
   readonly url: string;
+  /** Every Warning header the server sent (PodSecurity on a pod template, a deprecated API...), by call. */
+  readonly warnings: string[] = [];
 
   constructor(url: string, tls: { ca: string; cert: string; key: string }) {
     this.url = url;
@@ -200,6 +202,8 @@ export class KubeApi {
     const payload = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
     return new Promise((resolve, reject) => {
       const req = https.request(`${this.url}${pathAndQuery}`, { method, agent: this.agent, headers: { accept: "application/json", ...(payload === undefined ? {} : { "content-type": contentType, "content-length": Buffer.byteLength(payload) }) }, timeout: 30_000 }, (res) => {
+        const warning = res.headers.warning;
+        if (warning !== undefined) this.warnings.push(`${method} ${pathAndQuery}: ${warning}`);
         const chunks: Buffer[] = [];
         res.on("data", (chunk: Buffer) => chunks.push(chunk));
         res.on("end", () => {

@@ -71,7 +71,9 @@ export async function startSystem(dir: string, options: SystemOptions = {}): Pro
   await waitEstablished(host, COMPOSITE_CONTROLLER_CRD.metadata.name);
   const hooksPort = await freePort();
   const manifests = await kustomizeInstall(path.join(dir, "deploy"), host, hooksPort);
-  await must(host.kubectl(["apply", "-f", "-"], manifests), "kubectl apply of manifests/");
+  const installed = await host.kubectl(["apply", "-f", "-"], manifests);
+  // A warning (a deprecated API, PodSecurity on the hook server's pod template) fails the install too.
+  if (installed.code !== 0 || installed.stderr !== "") throw new Error(`kubectl apply of manifests/: exit ${installed.code}: ${installed.stderr}`);
   await waitEstablished(host, "etcdstorages.etcdproxy.dev");
 
   // README step 4: the proxies' client certificate for core etcd and its CA, in the proxy namespace.
