@@ -107,7 +107,7 @@ export async function buildParts(log: (line: string) => void = (line) => process
     await mkdir(building, { recursive: true });
     for (const [name, binary] of binaries as Array<[PartName, Binary]>) {
       const one = Date.now();
-      await run("go", ["build", "-o", path.join(building, binary.file), `-ldflags=-s -w ${STAMP.join(" ")}`, binary.package], path.join(GO_ROOM, module));
+      await run("go", ["build", "-buildvcs=false", "-o", path.join(building, binary.file), `-ldflags=-s -w ${STAMP.join(" ")}`, binary.package], path.join(GO_ROOM, module));
       log(`[parts]   ${name}: ${((Date.now() - one) / 1000).toFixed(0)} s`);
     }
     // Another build of the same pins (a second `npm test` at once) may have finished first.
