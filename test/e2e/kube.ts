@@ -75,17 +75,28 @@ export async function makeHostPki(): Promise<HostPki> {
   };
 }
 
-export interface HostCluster {
-  core: CoreEtcd;
+/** A kube-apiserver's etcd: its client URLs and the client's TLS files. */
+export interface EtcdAccess {
+  servers: string;
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+export interface RunningKubeApiserver {
   apiserver: ManagedProcess;
   /** https://127.0.0.1:<port> */
   url: string;
   pki: HostPki;
-  /** An admin kubeconfig (system:masters) for kubectl and sample-apiserver's delegation. */
+  /** An admin kubeconfig (system:masters) for kubectl, client-go and sample-apiserver's delegation. */
   kubeconfig: string;
   api: KubeApi;
   /** The built kubectl with the admin kubeconfig; a failure is a non-zero code, not an exception. */
   kubectl(args: readonly string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }>;
+}
+
+export interface HostCluster extends RunningKubeApiserver {
+  core: CoreEtcd;
 }
 
 /** Runs a built part to its end, with `input` on stdin; output is collected, never logged. */
@@ -100,6 +111,15 @@ export function runPart(file: string, args: readonly string[], options: { input?
  */
 export async function startHostCluster(dir: string, options: CoreEtcdOptions = {}): Promise<HostCluster> {
   const core = await startCoreEtcd(path.join(dir, "core"), options);
+  const kube = await startKubeApiserver(dir, { servers: core.endpoint, caFile: core.caFile, certFile: core.certFile, keyFile: core.keyFile });
+  return { ...kube, core };
+}
+
+/**
+ * The real kube-apiserver on `etcd`, on a free loopback port, with the aggregation layer
+ * configured; resolves once /readyz answers 200. `extraFlags` come last (the last of a flag wins).
+ */
+export async function startKubeApiserver(dir: string, etcd: EtcdAccess, extraFlags: readonly string[] = []): Promise<RunningKubeApiserver> {
   const pki = await makeHostPki();
   const files: Record<string, string> = {
     "ca.crt": pki.ca.certPem,
@@ -120,10 +140,10 @@ export async function startHostCluster(dir: string, options: CoreEtcdOptions = {
   const apiserver = spawnManaged(
     part("kube-apiserver"),
     [
-      `--etcd-servers=${core.endpoint}`,
-      `--etcd-cafile=${core.caFile}`,
-      `--etcd-certfile=${core.certFile}`,
-      `--etcd-keyfile=${core.keyFile}`,
+      `--etcd-servers=${etcd.servers}`,
+      `--etcd-cafile=${etcd.caFile}`,
+      `--etcd-certfile=${etcd.certFile}`,
+      `--etcd-keyfile=${etcd.keyFile}`,
       "--bind-address=127.0.0.1",
       "--advertise-address=127.0.0.1",
       `--secure-port=${port}`,
@@ -147,6 +167,7 @@ export async function startHostCluster(dir: string, options: CoreEtcdOptions = {
       `--proxy-client-cert-file=${file("front-proxy-client.crt")}`,
       `--proxy-client-key-file=${file("front-proxy-client.key")}`,
       "--profiling=false",
+      ...extraFlags,
     ],
     { cwd: dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } },
   );
@@ -163,7 +184,7 @@ export async function startHostCluster(dir: string, options: CoreEtcdOptions = {
   const kubeconfig = path.join(dir, "admin.kubeconfig");
   await writeFile(kubeconfig, kubeconfigFor(url, pki.ca.certPem, pki.admin), { mode: 0o600 });
   const kubectl = (args: readonly string[], input?: string) => runPart(part("kubectl"), [`--kubeconfig=${kubeconfig}`, ...args], { cwd: dir, input });
-  return { core, apiserver, url, pki, kubeconfig, api, kubectl };
+  return { apiserver, url, pki, kubeconfig, api, kubectl };
 }
 
 export function kubeconfigFor(server: string, caPem: string, user: KeyPairPem): string {
