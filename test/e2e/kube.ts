@@ -308,7 +308,7 @@ export class KubeApi {
     let buffer = "";
     const req = https.request(`${this.url}${pathAndQuery}`, { method: "GET", agent: this.agent, headers: { accept: "application/json" } }, (res) => {
       if (res.statusCode !== 200) {
-        ended = new Error(`watch ${pathAndQuery}: HTTP ${res.statusCode}`);
+        ended = new KubeError(res.statusCode ?? 0, {}, `watch ${pathAndQuery}`);
         wake();
       }
       res.on("data", (chunk: Buffer) => {

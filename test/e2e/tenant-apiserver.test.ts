@@ -59,10 +59,12 @@ class Mirror {
   readonly resource: Kind;
   readonly watchList: boolean;
 
-  constructor(api: KubeApi, resource: Kind, watchList: boolean) {
+  /** `startAt`: watch first from that resourceVersion, without a list (a client resuming after a long pause). */
+  constructor(api: KubeApi, resource: Kind, watchList: boolean, startAt?: string) {
     this.resource = resource;
     this.watchList = watchList;
-    this.done = this.run(api);
+    if (startAt !== undefined) this.lastRv = BigInt(startAt);
+    this.done = this.run(api, startAt === undefined);
   }
 
   private collection(): string {
@@ -82,8 +84,8 @@ class Mirror {
     this.lastRv = BigInt(rv);
   }
 
-  private async run(api: KubeApi): Promise<void> {
-    let needList = !this.watchList;
+  private async run(api: KubeApi, listFirst: boolean): Promise<void> {
+    let needList = listFirst && !this.watchList;
     let initial = this.watchList;
     while (!this.stopped) {
       try {
@@ -123,8 +125,12 @@ class Mirror {
           if (event.type === "DELETED") this.items.delete(key);
           else this.items.set(key, event.object.metadata.resourceVersion!);
         }
-      } catch {
+      } catch (error) {
         if (this.stopped) return;
+        if (error instanceof KubeError && error.status === 410) {
+          needList = true;
+          this.relists++;
+        }
         // The watch ended (its connection, or the API server's own timeout): resume from the last
         // resourceVersion seen, as a reflector does.
         this.rewatches++;
@@ -283,6 +289,11 @@ describe("a tenant kube-apiserver through two gateway replicas, under load, with
       await waitFor(`${mirror.resource} watcher${mirror.watchList ? " (WatchList)" : ""} to converge`, async () => mirror.items.size === final.size && [...final].every(([key, rv]) => mirror.items.get(key) === rv), 30_000, () => `mirror ${mirror.items.size}, list ${final.size}`);
       assert.deepEqual(mirror.violations, [], `${mirror.resource}: resourceVersions strictly increase`);
     }
+    // A client that resumes from a resourceVersion compacted away gets "too old" and relists in full.
+    const resumed = new Mirror(kube.api, "configmaps", false, "2");
+    const final = (await listAll(kube.api, "configmaps")).length;
+    await waitFor("the resumed watcher to relist", async () => resumed.relists >= 1 && resumed.items.size === final, 30_000);
+    mirrors.push(resumed);
     await Promise.all(mirrors.map((m) => m.stop()));
 
     const outsideAfter = (await everyKey(host)).filter((kv) => !text(kv.key).startsWith(PREFIX));
