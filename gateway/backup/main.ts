@@ -1,0 +1,129 @@
+// Backup, restore and verify of one tenant, run from the project's image with the core
+// credentials (README: "Backup format"):
+//
+//   node gateway/backup/main.ts backup  --tenant=a --prefix=/etcdstorage/a/ --endpoints=... --cacert=... --cert=... --key=... --out=FILE
+//   node gateway/backup/main.ts restore --tenant=b --prefix=/etcdstorage/b/ --endpoints=... ... --in=FILE --quota-bytes=N
+//   node gateway/backup/main.ts verify  --in=FILE [--list]
+//
+// Success prints one JSON line (verify: the header, each key with --list, the summary) and exits
+// 0. Exit 1: failed, and a retry may succeed (core etcd unreachable, a revision compacted, a
+// restore that failed midway and emptied the prefix again); 2: a bad setting, named; 3: refused,
+// and a retry cannot succeed (a defective file, a restore over the quota or into a non-empty
+// prefix). Messages are one line on stderr and never hold a key or a value.
+import { constants } from "node:fs";
+import { access, open } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import path from "node:path";
+import { CoreConnection } from "../core/upstream.ts";
+import { TenantKeyspace } from "../keys.ts";
+import { loadSide } from "../shell/tls.ts";
+import { backup, BackupFailed } from "./backup.ts";
+import { TenantCalls } from "./calls.ts";
+import { ConfigError, parseCommandLine, type CoreSettings, type Settings } from "./flags.ts";
+import { BackupDefect, verifyBackup, type BackupEntry } from "./format.ts";
+import { restore, RestoreFailed, RestoreRefused } from "./restore.ts";
+
+const EXIT = { ok: 0, failed: 1, badSetting: 2, refused: 3 } as const;
+
+function fail(code: number, line: string): never {
+  process.stderr.write(`${line.replace(/\s*\n\s*/g, " ")}\n`);
+  process.exit(code);
+}
+
+async function configure(): Promise<Settings> {
+  try {
+    const settings = parseCommandLine(process.argv.slice(2));
+    if (settings.command !== "backup") await readable("--in", settings.in);
+    else await writableDirectory("--out", settings.out);
+    return settings;
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    fail(EXIT.badSetting, `invalid configuration: ${error.message}`);
+  }
+}
+
+async function readable(flag: string, file: string): Promise<void> {
+  try {
+    await (await open(file, "r")).close();
+  } catch (error) {
+    throw new ConfigError(flag, `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+}
+
+async function writableDirectory(flag: string, file: string): Promise<void> {
+  try {
+    await access(path.dirname(file), constants.W_OK);
+  } catch (error) {
+    throw new ConfigError(flag, `cannot write into ${path.dirname(file)}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  const taken = await access(file).then(() => true, () => false);
+  if (taken) throw new ConfigError(flag, `${file} exists; a backup never overwrites one`);
+}
+
+/** The connection to core etcd; warnings (an endpoint failed over) as JSON lines on stderr. */
+function connect(settings: CoreSettings): { calls: TenantCalls; core: CoreConnection } {
+  let tls;
+  try {
+    tls = loadSide({ ...settings, certFile: "", keyFile: "", trustedCaFile: "" }, "core");
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    fail(EXIT.badSetting, `invalid configuration: ${error.message}`);
+  }
+  const quiet = () => {};
+  const warn = (fields: Record<string, unknown> | string, msg?: string) =>
+    process.stderr.write(`${JSON.stringify(typeof fields === "string" ? { level: "warn", msg: fields } : { level: "warn", ...fields, msg })}\n`);
+  const core = new CoreConnection(settings.endpoints, tls, { trace: quiet, debug: quiet, info: quiet, warn, error: warn, fatal: warn });
+  return { core, calls: new TenantCalls(core, new TenantKeyspace(settings.prefix)) };
+}
+
+/** A key for --list: as a string when it is UTF-8, else in base64. */
+function listed(entry: Extract<BackupEntry, { kind: "key" }>, ttls: Map<number, number>): Record<string, unknown> {
+  let key: Record<string, string>;
+  try {
+    key = { key: new TextDecoder("utf-8", { fatal: true }).decode(entry.key) };
+  } catch {
+    key = { keyBase64: entry.key.toString("base64") };
+  }
+  return { ...key, valueBytes: entry.value.length, ...(entry.lease !== 0 ? { lease: entry.lease, ttl: ttls.get(entry.lease) } : {}) };
+}
+
+async function verify(file: string, list: boolean): Promise<void> {
+  const ttls = new Map<number, number>();
+  const print = (value: unknown) => process.stdout.write(`${JSON.stringify(value)}\n`);
+  try {
+    const { trailer } = await verifyBackup(createReadStream(file, { highWaterMark: 1024 * 1024 }), (entry) => {
+      if (entry.kind === "header") print({ header: entry.header });
+      else if (entry.kind === "lease") ttls.set(entry.number, entry.ttl);
+      else if (entry.kind === "key" && list) print(listed(entry, ttls));
+    });
+    print({ verified: true, file, ...trailer });
+  } catch (error) {
+    if (error instanceof BackupDefect) fail(EXIT.refused, `verify: ${file}: ${error.message}`);
+    throw error;
+  }
+}
+
+const settings = await configure();
+if (settings.command === "verify") {
+  await verify(settings.in, settings.list);
+  process.exit(EXIT.ok);
+}
+const { core, calls } = connect(settings);
+let code: number = EXIT.ok;
+try {
+  const summary =
+    settings.command === "backup"
+      ? await backup(calls, { tenant: settings.tenant, prefix: settings.prefix, out: settings.out, readBudgetBytes: settings.readBudgetBytes })
+      : await restore(calls, settings.tenant, { in: settings.in, quotaBytes: settings.quotaBytes, cleanupTimeoutSeconds: settings.cleanupTimeoutSeconds });
+  process.stdout.write(`${JSON.stringify({ [settings.command === "backup" ? "backedUp" : "restored"]: true, ...summary })}\n`);
+} catch (error) {
+  const message = (error as Error).message;
+  if (error instanceof RestoreRefused) fail(EXIT.refused, message);
+  if (error instanceof RestoreFailed) fail(EXIT.failed, message);
+  if (error instanceof BackupFailed) fail(EXIT.failed, `backup failed: ${message}`);
+  code = EXIT.failed;
+  process.stderr.write(`${settings.command} failed: ${message}\n`);
+} finally {
+  core.close();
+}
+process.exit(code);
