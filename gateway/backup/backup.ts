@@ -9,6 +9,7 @@ import path from "node:path";
 import { DEFAULT_LIMITS } from "../tenant/limits.ts";
 import { BackupWriter, type BackupTrailer } from "./format.ts";
 import { CoreCallError, type TenantCalls } from "./calls.ts";
+import { Failure } from "./failure.ts";
 
 const MAX_PAGE_KEYS = 10_000;
 // etcd's answer when the revision asked for was compacted (ErrGRPCCompacted: OUT_OF_RANGE).
@@ -30,9 +31,6 @@ export interface BackupSummary extends BackupTrailer {
   pages: number;
 }
 
-/** A failure to report in one line (the program exits 1). */
-export class BackupFailed extends Error {}
-
 /** How many keys a page may ask for, so that core etcd builds at most `budget` bytes for it. */
 export function pageLimit(budget: number, largestSeen: number): number {
   const largest = Math.max(DEFAULT_LIMITS.maxRequestBytes, largestSeen);
@@ -42,7 +40,7 @@ export function pageLimit(budget: number, largestSeen: number): number {
 export async function backup(calls: TenantCalls, options: BackupOptions): Promise<BackupSummary> {
   const { out } = options;
   const partial = `${out}.partial`;
-  if (await exists(out)) throw new BackupFailed(`--out: ${out} exists; a backup never overwrites one`);
+  if (await exists(out)) throw new Failure(1, "OutputExists", `backup failed: --out: ${out} exists; a backup never overwrites one`);
   const file = await open(partial, "w", 0o600);
   let done = false;
   try {
@@ -50,7 +48,7 @@ export async function backup(calls: TenantCalls, options: BackupOptions): Promis
       try {
         for (let at = 0; at < chunk.length; ) at += (await file.write(chunk, at)).bytesWritten;
       } catch (error) {
-        throw new BackupFailed(`cannot write ${partial}: ${(error as Error).message}`);
+        throw writeFailure(partial, error);
       }
     });
     const leases = new Map<bigint, number>();
@@ -65,7 +63,7 @@ export async function backup(calls: TenantCalls, options: BackupOptions): Promis
         page = await calls.rangePage(after, revision, limit);
       } catch (error) {
         if (error instanceof CoreCallError && error.code === OUT_OF_RANGE && revision > 0) {
-          throw new BackupFailed(`core etcd compacted revision ${revision} while the backup read it (${error.coreMessage}) after ${pages} pages: nothing was kept; take the backup again, or compact less often than a backup takes`);
+          throw new Failure(1, "Compacted", `backup failed: core etcd compacted revision ${revision} while the backup read it (${error.coreMessage}) after ${pages} pages: nothing was kept; take the backup again, or compact less often than a backup takes`);
         }
         throw error;
       }
@@ -91,9 +89,11 @@ export async function backup(calls: TenantCalls, options: BackupOptions): Promis
       after = page.kvs[page.kvs.length - 1]!.key;
     }
     const trailer = await writer.finish();
-    await file.sync();
-    const { size } = await file.stat();
-    await file.close();
+    const size = await file
+      .sync()
+      .then(() => file.stat())
+      .then(({ size }) => file.close().then(() => size))
+      .catch((error: unknown) => Promise.reject(writeFailure(partial, error)));
     await publish(partial, out);
     done = true;
     return { tenant: options.tenant, prefix: options.prefix, revision, ...trailer, file: out, fileBytes: size, pages };
@@ -105,6 +105,11 @@ export async function backup(calls: TenantCalls, options: BackupOptions): Promis
   }
 }
 
+function writeFailure(file: string, error: unknown): Failure {
+  const full = (error as NodeJS.ErrnoException).code === "ENOSPC";
+  return new Failure(1, full ? "VolumeFull" : "WriteFailed", `backup failed: cannot write ${file}: ${(error as Error).message}`);
+}
+
 /** Moves the complete file into place without replacing one that appeared meanwhile, and makes the name durable. */
 async function publish(partial: string, out: string): Promise<void> {
   try {
@@ -112,7 +117,7 @@ async function publish(partial: string, out: string): Promise<void> {
     await rm(partial);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === "EEXIST") throw new BackupFailed(`--out: ${out} appeared while the backup ran; a backup never overwrites one`);
+    if (code === "EEXIST") throw new Failure(1, "OutputExists", `backup failed: --out: ${out} appeared while the backup ran; a backup never overwrites one`);
     // A volume without hard links: a rename, after the check at the start.
     if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "EXDEV") throw error;
     await rename(partial, out);

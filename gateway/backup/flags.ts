@@ -25,6 +25,7 @@ const CORE: Record<string, FlagSpec> = {
   "--cacert": { required: true, help: "CA bundle of core etcd" },
   "--cert": { required: true, help: "the client certificate for core etcd" },
   "--key": { required: true, help: "its private key" },
+  "--result-file": { default: "-", help: "where to write the outcome as one JSON line too, e.g. a Job's /dev/termination-log (-: nowhere)" },
 };
 
 const FLAGS: Record<Command, Record<string, FlagSpec>> = {
@@ -46,6 +47,8 @@ const FLAGS: Record<Command, Record<string, FlagSpec>> = {
 };
 
 export interface CoreSettings {
+  /** Undefined: nowhere. */
+  resultFile?: string;
   tenant: string;
   prefix: string;
   endpoints: string[];
@@ -99,7 +102,8 @@ export function parseCommandLine(argv: readonly string[]): Settings {
     throw new ConfigError("--prefix", (error as Error).message);
   }
   if (!prefix.endsWith(`/${tenant}/`)) throw new ConfigError("--prefix", `"${prefix}" must end with "/${tenant}/"`);
-  const core: CoreSettings = { tenant, prefix, endpoints: parseEndpoints(read("--endpoints")), coreCaFile: read("--cacert"), coreCertFile: read("--cert"), coreKeyFile: read("--key") };
+  const resultFile = read("--result-file");
+  const core: CoreSettings = { ...(resultFile === "-" ? {} : { resultFile }), tenant, prefix, endpoints: parseEndpoints(read("--endpoints")), coreCaFile: read("--cacert"), coreCertFile: read("--cert"), coreKeyFile: read("--key") };
   if (command === "backup") return { command, ...core, out: read("--out"), readBudgetBytes: count("--read-budget-bytes", 1) };
   return { command: "restore", ...core, in: read("--in"), quotaBytes: count("--quota-bytes", 1), cleanupTimeoutSeconds: count("--cleanup-timeout-seconds", 0) };
 }

@@ -9,19 +9,21 @@
 // 0. Exit 1: failed, and a retry may succeed (core etcd unreachable, a revision compacted, a
 // restore that failed midway and emptied the prefix again); 2: a bad setting, named; 3: refused,
 // and a retry cannot succeed (a defective file, a restore over the quota or into a non-empty
-// prefix). Messages are one line on stderr and never hold a key or a value.
-import { constants } from "node:fs";
+// prefix). Messages are one line on stderr and never hold a key or a value. With --result-file, the
+// outcome is written there too as one JSON line: the summary, or the failure's reason, exit code
+// and message (a Job points it at its termination message, which the Pod's status then carries).
+import { constants, createReadStream, writeFileSync } from "node:fs";
 import { access, open } from "node:fs/promises";
-import { createReadStream } from "node:fs";
 import path from "node:path";
 import { CoreConnection } from "../core/upstream.ts";
 import { TenantKeyspace } from "../keys.ts";
 import { loadSide } from "../shell/tls.ts";
-import { backup, BackupFailed } from "./backup.ts";
+import { backup } from "./backup.ts";
 import { TenantCalls } from "./calls.ts";
 import { ConfigError, parseCommandLine, type CoreSettings, type Settings } from "./flags.ts";
 import { BackupDefect, verifyBackup, type BackupEntry } from "./format.ts";
-import { restore, RestoreFailed, RestoreRefused } from "./restore.ts";
+import { asFailure } from "./failure.ts";
+import { restore } from "./restore.ts";
 
 const EXIT = { ok: 0, failed: 1, badSetting: 2, refused: 3 } as const;
 
@@ -70,9 +72,12 @@ function connect(settings: CoreSettings): { calls: TenantCalls; core: CoreConnec
     fail(EXIT.badSetting, `invalid configuration: ${error.message}`);
   }
   const quiet = () => {};
-  const warn = (fields: Record<string, unknown> | string, msg?: string) =>
+  const warn = (fields: Record<string, unknown> | string, msg?: string) => {
     process.stderr.write(`${JSON.stringify(typeof fields === "string" ? { level: "warn", msg: fields } : { level: "warn", ...fields, msg })}\n`);
-  const core = new CoreConnection(settings.endpoints, tls, { trace: quiet, debug: quiet, info: quiet, warn, error: warn, fatal: warn });
+  };
+  // The connection logs through the gateway's logger, and calls these six levels of it.
+  const log = { trace: quiet, debug: quiet, info: quiet, warn, error: warn, fatal: warn } as unknown as ConstructorParameters<typeof CoreConnection>[2];
+  const core = new CoreConnection(settings.endpoints, tls, log);
   return { core, calls: new TenantCalls(core, new TenantKeyspace(settings.prefix)) };
 }
 
@@ -103,27 +108,37 @@ async function verify(file: string, list: boolean): Promise<void> {
   }
 }
 
+/** Writes the outcome to --result-file too; a file that cannot be written is said on stderr, the outcome stands. */
+function record(settings: CoreSettings, outcome: Record<string, unknown>): void {
+  if (settings.resultFile === undefined) return;
+  try {
+    writeFileSync(settings.resultFile, `${JSON.stringify(outcome)}\n`);
+  } catch (error) {
+    process.stderr.write(`--result-file: cannot write ${settings.resultFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`);
+  }
+}
+
 const settings = await configure();
 if (settings.command === "verify") {
   await verify(settings.in, settings.list);
   process.exit(EXIT.ok);
 }
 const { core, calls } = connect(settings);
-let code: number = EXIT.ok;
+let exitCode: number = EXIT.ok;
 try {
   const summary =
     settings.command === "backup"
       ? await backup(calls, { tenant: settings.tenant, prefix: settings.prefix, out: settings.out, readBudgetBytes: settings.readBudgetBytes })
       : await restore(calls, settings.tenant, { in: settings.in, quotaBytes: settings.quotaBytes, cleanupTimeoutSeconds: settings.cleanupTimeoutSeconds });
-  process.stdout.write(`${JSON.stringify({ [settings.command === "backup" ? "backedUp" : "restored"]: true, ...summary })}\n`);
+  const outcome = { [settings.command === "backup" ? "backedUp" : "restored"]: true, ...summary };
+  record(settings, outcome);
+  process.stdout.write(`${JSON.stringify(outcome)}\n`);
 } catch (error) {
-  const message = (error as Error).message;
-  if (error instanceof RestoreRefused) fail(EXIT.refused, message);
-  if (error instanceof RestoreFailed) fail(EXIT.failed, message);
-  if (error instanceof BackupFailed) fail(EXIT.failed, `backup failed: ${message}`);
-  code = EXIT.failed;
-  process.stderr.write(`${settings.command} failed: ${message}\n`);
+  const failure = asFailure(error, settings.command);
+  exitCode = failure.exitCode;
+  record(settings, { failed: true, reason: failure.reason, exitCode, message: failure.message });
+  process.stderr.write(`${failure.message.replace(/\s*\n\s*/g, " ")}\n`);
 } finally {
   core.close();
 }
-process.exit(code);
+process.exit(exitCode);

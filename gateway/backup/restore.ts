@@ -10,6 +10,7 @@ import { createReadStream } from "node:fs";
 import { LeaseScope } from "../tenant/leases.ts";
 import { readBackup, verifyBackup, type BackupHeader, type BackupTrailer } from "./format.ts";
 import type { PutOp, TenantCalls } from "./calls.ts";
+import { Failure } from "./failure.ts";
 
 // etcd's defaults: --max-txn-ops 128, --max-request-bytes 1.5 MiB. A Txn stays below both; a key
 // and value larger than MAX_TXN_BYTES go alone.
@@ -24,8 +25,6 @@ export interface RestoreOptions {
   in: string;
   quotaBytes: number;
   cleanupTimeoutSeconds: number;
-  /** Called when writing starts (tests, logs). */
-  onWriting?: () => void;
 }
 
 export interface RestoreSummary {
@@ -43,30 +42,26 @@ export interface RestoreSummary {
   revision: number;
 }
 
-/** Refused before anything was written (exit 3). */
-export class RestoreRefused extends Error {}
-/** Failed while writing (exit 1); `message` says whether the prefix is empty again. */
-export class RestoreFailed extends Error {}
-
 export async function restore(calls: TenantCalls, tenant: string, options: RestoreOptions): Promise<RestoreSummary> {
   const prefix = calls.keyspace.prefix.toString("latin1");
   let verified: { header: BackupHeader; trailer: BackupTrailer };
   try {
     verified = await verifyBackup(createReadStream(options.in, { highWaterMark: READ_CHUNK }));
   } catch (error) {
-    throw new RestoreRefused(`restore refused: ${options.in}: ${(error as Error).message}; nothing was written`);
+    throw new Failure(3, "InvalidFile", `restore refused: ${options.in}: ${(error as Error).message}; nothing was written`);
   }
   const { header, trailer } = verified;
   const bytes = trailer.bytes + trailer.keys * calls.keyspace.prefix.length;
   if (bytes > options.quotaBytes) {
-    throw new RestoreRefused(
+    throw new Failure(
+      3,
+      "OverQuota",
       `restore refused: the backup restores ${bytes} bytes (${trailer.keys} keys with the prefix ${prefix}, and their values), more than the tenant's storage quota of ${options.quotaBytes} bytes (--quota-bytes); nothing was written`,
     );
   }
   const present = await calls.count();
-  if (present > 0) throw new RestoreRefused(`restore refused: the prefix ${prefix} holds ${present} keys; a restore writes only into an empty prefix, never over live data; nothing was written`);
+  if (present > 0) throw new Failure(3, "PrefixNotEmpty", `restore refused: the prefix ${prefix} holds ${present} keys; a restore writes only into an empty prefix, never over live data; nothing was written`);
 
-  options.onWriting?.();
   const scope = new LeaseScope(prefix);
   const ttls = new Map<number, number>();
   const granted = new Map<number, { id: bigint; until: number }>();
@@ -135,8 +130,10 @@ export async function restore(calls: TenantCalls, tenant: string, options: Resto
     const why = (error as Error).message;
     const cleaned = await deleteWritten(calls, [...granted.values()].map((lease) => lease.id), options.cleanupTimeoutSeconds);
     const wrote = `restore failed after writing ${written} of ${trailer.keys} keys: ${why}`;
-    if (cleaned.ok) throw new RestoreFailed(`${wrote}; deleted what it wrote (${cleaned.deleted} keys): the prefix ${prefix} is empty again`);
-    throw new RestoreFailed(
+    if (cleaned.ok) throw new Failure(1, "RestoreFailed", `${wrote}; deleted what it wrote (${cleaned.deleted} keys): the prefix ${prefix} is empty again`);
+    throw new Failure(
+      1,
+      "CleanupFailed",
       `${wrote}; deleting what it wrote failed for ${options.cleanupTimeoutSeconds} s (${cleaned.why}): the prefix ${prefix} holds part of the backup; delete it (etcdctl del --prefix ${prefix}) before restoring again`,
     );
   }

@@ -241,7 +241,10 @@ describe("backup and restore of one tenant, on real etcd", () => {
     const beta = prefixOf("beta");
     const before = await everything(client);
     const restoredAt = Date.now();
-    const summary = summaryOf(await tool(["restore", ...flags("beta"), `--in=${file}`, `--quota-bytes=${64 * MiB}`]));
+    const result = path.join(dir, "beta.result");
+    const summary = summaryOf(await tool(["restore", ...flags("beta"), `--in=${file}`, `--quota-bytes=${64 * MiB}`, `--result-file=${result}`]));
+    assert.deepEqual(JSON.parse(await readFile(result, "utf8")), summary, "the outcome in --result-file too");
+    assert.equal(summary.restored, true);
     const keys = await keysOf(file);
     assert.equal(summary.keys, keys.length);
     assert.equal(summary.expiredKeys, 0);
@@ -284,27 +287,31 @@ describe("backup and restore of one tenant, on real etcd", () => {
       await writeFile(target, change(Buffer.from(bytes)));
       return target;
     };
-    const cases: [string, string[], RegExp][] = [
-      ["a non-empty prefix", ["restore", ...flags("alpha"), `--in=${file}`, `--quota-bytes=${64 * MiB}`], /^restore refused: the prefix \/etcdstorage\/alpha\/ holds \d+ keys; a restore writes only into an empty prefix, never over live data; nothing was written$/],
+    const cases: [string, string[], RegExp, string][] = [
+      ["a non-empty prefix", ["restore", ...flags("alpha"), `--in=${file}`, `--quota-bytes=${64 * MiB}`], /^restore refused: the prefix \/etcdstorage\/alpha\/ holds \d+ keys; a restore writes only into an empty prefix, never over live data; nothing was written$/, "PrefixNotEmpty"],
       [
         "a file over the quota (by one byte)",
         ["restore", ...flags("gamma"), `--in=${file}`, `--quota-bytes=${gammaBytes - 1}`],
         new RegExp(`^restore refused: the backup restores ${gammaBytes} bytes \\(${keys.length} keys with the prefix /etcdstorage/gamma/, and their values\\), more than the tenant's storage quota of ${gammaBytes - 1} bytes \\(--quota-bytes\\); nothing was written$`),
+        "OverQuota",
       ],
-      ["a truncated file", ["restore", ...flags("gamma"), `--in=${await variant("truncated.bak", (copy) => copy.subarray(0, blob))}`, `--quota-bytes=${64 * MiB}`], /^restore refused: .*truncated.bak: truncated: the file ends at byte \d+, inside record \d+ \(key, at byte \d+, of \d+ bytes\); nothing was written$/],
+      ["a truncated file", ["restore", ...flags("gamma"), `--in=${await variant("truncated.bak", (copy) => copy.subarray(0, blob))}`, `--quota-bytes=${64 * MiB}`], /^restore refused: .*truncated.bak: truncated: the file ends at byte \d+, inside record \d+ \(key, at byte \d+, of \d+ bytes\); nothing was written$/, "InvalidFile"],
       [
         "a flipped byte",
         ["restore", ...flags("gamma"), `--in=${await variant("flipped.bak", (copy) => ((copy[blob]! ^= 0x04), copy))}`, `--quota-bytes=${64 * MiB}`],
         /^restore refused: .*flipped.bak: corrupt: record \d+ \(key\) at byte \d+ fails its checksum \(CRC-32 [0-9a-f]{8} stored, [0-9a-f]{8} computed\); nothing was written$/,
+        "InvalidFile",
       ],
-      ["a newer format version", ["restore", ...flags("gamma"), `--in=${await variant("newer.bak", (copy) => (copy.writeUInt16BE(2, 8), copy))}`, `--quota-bytes=${64 * MiB}`], /^restore refused: .*newer.bak: format version 2 is newer than this program reads \(version 1\)/],
+      ["a newer format version", ["restore", ...flags("gamma"), `--in=${await variant("newer.bak", (copy) => (copy.writeUInt16BE(2, 8), copy))}`, `--quota-bytes=${64 * MiB}`], /^restore refused: .*newer.bak: format version 2 is newer than this program reads \(version 1\)/, "InvalidFile"],
     ];
-    for (const [what, args, expected] of cases) {
+    for (const [what, args, expected, reason] of cases) {
       const before = await everything(client);
-      const run = await tool(args);
+      const result = path.join(dir, "refused.result");
+      const run = await tool([...args, `--result-file=${result}`]);
       assert.equal(run.code, 3, `${what}: exit ${run.code}: ${run.stderr}`);
       assert.match(run.stderr.trim(), expected, what);
       assert.equal(run.stdout, "", what);
+      assert.deepEqual(JSON.parse(await readFile(result, "utf8")), { failed: true, reason, exitCode: 3, message: run.stderr.trim() }, what);
       const after = await everything(client);
       assert.deepEqual(after, before, `${what}: every key and the store's revision as they were`);
     }
@@ -374,7 +381,8 @@ describe("backup and restore of one tenant, on real etcd", () => {
     const out = path.join(dir, "compacted.bak");
     const before = await everything(client);
     // One key a page: the backup reads for a while.
-    const backingUp = tool(["backup", ...flags("alpha"), `--out=${out}`, `--read-budget-bytes=${2 * MiB}`]);
+    const result = path.join(dir, "compacted.result");
+    const backingUp = tool(["backup", ...flags("alpha"), `--out=${out}`, `--read-budget-bytes=${2 * MiB}`, `--result-file=${result}`]);
     // The first MiB is written once pages past the backup's revision were read: compact then.
     await waitFor("the backup's first bytes on disk", async () => ((await stat(`${out}.partial`).catch(() => undefined))?.size ?? 0) > 0 || undefined, 20_000);
     const put = await client.kv.put({ key: "/registry/outside/compact-marker", value: "x" });
@@ -384,6 +392,7 @@ describe("backup and restore of one tenant, on real etcd", () => {
     const match = /^backup failed: core etcd compacted revision (\d+) while the backup read it \(etcdserver: mvcc: required revision has been compacted\) after \d+ pages: nothing was kept/.exec(run.stderr.trim());
     assert.ok(match, run.stderr);
     assert.ok(Number(match[1]) < Number(put.header!.revision));
+    assert.deepEqual(JSON.parse(await readFile(result, "utf8")), { failed: true, reason: "Compacted", exitCode: 1, message: run.stderr.trim() });
     assert.ok(!existsSync(out) && !existsSync(`${out}.partial`), "no file, not even the partial one");
     // A backup reads: every key but the test's marker as it was.
     assert.deepEqual(outside((await everything(client)).keys, "/registry/outside/compact-marker"), before.keys);

@@ -40,6 +40,9 @@ describe("backup flags", () => {
     const restore = parseCommandLine(["restore", ...CORE, "--in=/backups/a.bak", "--quota-bytes=1048576"]);
     assert.equal(restore.command === "restore" && restore.quotaBytes, 1048576);
     assert.equal(restore.command === "restore" && restore.cleanupTimeoutSeconds, 300);
+    assert.equal(restore.command === "restore" && restore.resultFile, undefined);
+    const job = parseCommandLine(["backup", ...CORE, "--out=/backups/a.bak", "--result-file=/dev/termination-log"]);
+    assert.equal(job.command === "backup" && job.resultFile, "/dev/termination-log");
     assert.deepEqual(parseCommandLine(["verify", "--in=a.bak"]), { command: "verify", in: "a.bak", list: false });
     assert.deepEqual(parseCommandLine(["verify", "--in=a.bak", "--list"]), { command: "verify", in: "a.bak", list: true });
   });
