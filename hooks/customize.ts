@@ -1,7 +1,10 @@
 // The customize hook: ask Metacontroller to send, with every sync, the cluster etcd's CA and the
-// proxy's client certificate (the hook checks and mounts them) and the Namespaces the spec delivers
-// into (only existing ones receive anything), and to re-sync when any of them changes.
+// proxy's client certificate (the hook checks and mounts them), the Namespaces the spec delivers
+// into (only existing ones receive anything) and, with spec.dataSource, the EtcdStorageBackup and
+// the restore Job's pods, and to re-sync when any of them changes.
 import type { Config } from "./config.ts";
+import { restorePodLabels } from "./children/backup-jobs.ts";
+import { API_VERSION } from "./names.ts";
 import { NAMESPACE_TYPE, type EtcdStorageObject } from "./observed.ts";
 import { destinationNamespaces, readSpec } from "./spec.ts";
 
@@ -16,6 +19,14 @@ export function customize(parent: EtcdStorageObject, config: Config) {
       // Cluster-scoped: no namespace. Never without names: a rule with neither names nor a
       // selector selects every Namespace of the cluster.
       ...(namespaces.length > 0 ? [{ apiVersion: NAMESPACE_TYPE.apiVersion, resource: NAMESPACE_TYPE.resource, names: namespaces }] : []),
+      // spec.dataSource: the backup to restore, and the restore Job's pods (their termination
+      // message is the restore's outcome).
+      ...(read.valid && read.spec.dataSource
+        ? [
+            { apiVersion: API_VERSION, resource: "etcdstoragebackups", names: [read.spec.dataSource.backup] },
+            { apiVersion: "v1", resource: "pods", namespace: config.proxyNamespace, labelSelector: { matchLabels: restorePodLabels(parent.metadata.name) } },
+          ]
+        : []),
     ],
   };
 }

@@ -2,11 +2,12 @@
 // Each app has its own Registry: tests build many apps in one process, and a global registry would
 // mix their counts and refuse the second registration of a name.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { BackupReport } from "./backup.ts";
 import type { SyncReport } from "./sync.ts";
 
-export type HookName = "sync" | "finalize" | "customize";
+export type HookName = "sync" | "finalize" | "customize" | "backup-sync" | "backup-customize";
 /** A report's outcome, "Customized", "BadRequest" (4xx) or "Error" (500). */
-export type CallOutcome = SyncReport["outcome"] | "Customized" | "BadRequest" | "Error";
+export type CallOutcome = SyncReport["outcome"] | BackupReport["outcome"] | "Customized" | "BadRequest" | "Error";
 
 export interface Metrics {
   registry: Registry;
@@ -14,6 +15,8 @@ export interface Metrics {
   hookCall(hook: HookName, outcome: CallOutcome, seconds?: number): void;
   /** What a sync or finalize call did: certificates issued, CA rotations, the tenant's earliest expiry. */
   report(report: SyncReport): void;
+  /** What a backup sync saw: a completed backup moves its tenant's last successful backup time. */
+  backup(report: BackupReport): void;
 }
 
 export function createMetrics(): Metrics {
@@ -22,7 +25,7 @@ export function createMetrics(): Metrics {
 
   const calls = new Counter({
     name: "etcdstorage_hook_calls_total",
-    help: "Hook calls by hook (sync, finalize, customize) and outcome (Synced, InvalidSpec, Finalizing, Finalized, Customized, BadRequest, Error).",
+    help: "Hook calls by hook (sync, finalize, customize, backup-sync, backup-customize) and outcome (Synced, InvalidSpec, Finalizing, Finalized, Customized, BackupPending, BackupRunning, BackupComplete, BackupFailed, BadRequest, Error).",
     labelNames: ["hook", "outcome"] as const,
     registers: [registry],
   });
@@ -52,8 +55,23 @@ export function createMetrics(): Metrics {
     registers: [registry],
   });
 
+  const lastBackup = new Gauge({
+    name: "etcdstorage_tenant_last_backup_timestamp_seconds",
+    help: "When the newest successful EtcdStorageBackup of the tenant completed (unix seconds), as this hook server has seen it in the backups' statuses (each completed backup is seen again at every resync). Alert on time() minus its max by tenant.",
+    labelNames: ["tenant"] as const,
+    registers: [registry],
+  });
+  const lastBackups = new Map<string, number>();
+
   return {
     registry,
+    backup(report) {
+      if (report.tenant === undefined || report.completedAt === undefined) return;
+      const seconds = report.completedAt.getTime() / 1000;
+      if (!Number.isFinite(seconds) || seconds <= (lastBackups.get(report.tenant) ?? -Infinity)) return;
+      lastBackups.set(report.tenant, seconds);
+      lastBackup.set({ tenant: report.tenant }, seconds);
+    },
     hookCall(hook, outcome, seconds) {
       calls.inc({ hook, outcome });
       if (seconds !== undefined) duration.observe({ hook, outcome }, seconds);

@@ -1,12 +1,15 @@
 // Every child name and label, in one place: names are deterministic functions of the parent.
 
 /** The longest suffix any child name adds to "etcd-<name>"; the schema's name rule (47) follows from it. */
-const CHILD_SUFFIXES = ["-serving-ca", "-client-ca", "-server-tls", "-trusted-ca", "-cleanup"] as const;
+const CHILD_SUFFIXES = ["-serving-ca", "-client-ca", "-server-tls", "-trusted-ca", "-cleanup", "-restore"] as const;
 export const MAX_TENANT_NAME_LENGTH = 63 - "etcd-".length - Math.max(...CHILD_SUFFIXES.map((s) => s.length));
 
 export const GROUP = "etcdproxy.dev";
 export const API_VERSION = `${GROUP}/v1alpha1`;
 export const KIND = "EtcdStorage";
+export const BACKUP_KIND = "EtcdStorageBackup";
+/** The label that selects the pods of one EtcdStorageBackup's Job (customize asks for them). */
+export const BACKUP_LABEL = `${GROUP}/backup`;
 export const MANAGED_BY = "etcdstorage-hooks";
 export const TENANT_LABEL = `${GROUP}/tenant`;
 
@@ -19,6 +22,7 @@ export interface TenantNames {
   serverTls: string;
   trustedCa: string;
   cleanupJob: string;
+  restoreJob: string;
 }
 
 export function tenantNames(tenant: string): TenantNames {
@@ -31,10 +35,11 @@ export function tenantNames(tenant: string): TenantNames {
     serverTls: `${proxy}-server-tls`,
     trustedCa: `${proxy}-trusted-ca`,
     cleanupJob: `${proxy}-cleanup`,
+    restoreJob: `${proxy}-restore`,
   };
 }
 
-export type Component = "proxy" | "serving-ca" | "client-ca" | "server-tls" | "trusted-ca" | "cleanup" | "credentials";
+export type Component = "proxy" | "serving-ca" | "client-ca" | "server-tls" | "trusted-ca" | "cleanup" | "credentials" | "restore" | "backup";
 
 /** Labels every child carries; Metacontroller adds controller-uid itself (generateSelector). */
 export function childLabels(tenant: string, component: Component): Record<string, string> {

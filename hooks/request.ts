@@ -8,6 +8,11 @@ const ajv = new Ajv({ allErrors: true, strict: true, useDefaults: false, coerceT
 const hookRequestSchema = loadSchema("hook-request.yaml");
 const validateHookRequest = ajv.compile(hookRequestSchema);
 const validateCustomizeRequest = ajv.compile({ ...hookRequestSchema, required: ["parent"] });
+// The second CompositeController's requests: the same shape, an EtcdStorageBackup as parent.
+const backupRequestSchema = structuredClone(hookRequestSchema) as { properties: { parent: { properties: { kind: { const: string } } } } };
+backupRequestSchema.properties.parent.properties.kind.const = "EtcdStorageBackup";
+const validateBackupRequest = ajv.compile(backupRequestSchema);
+const validateBackupCustomizeRequest = ajv.compile({ ...backupRequestSchema, required: ["parent"] });
 
 export type Validated<T> = { ok: true; request: T } | { ok: false; problems: string[] };
 
@@ -17,6 +22,14 @@ export function parseHookRequest(body: unknown): Validated<HookRequest> {
 
 export function parseCustomizeRequest(body: unknown): Validated<Pick<HookRequest, "parent" | "controller">> {
   return check(validateCustomizeRequest, body);
+}
+
+export function parseBackupHookRequest(body: unknown): Validated<HookRequest> {
+  return check(validateBackupRequest, body);
+}
+
+export function parseBackupCustomizeRequest(body: unknown): Validated<Pick<HookRequest, "parent" | "controller">> {
+  return check(validateBackupCustomizeRequest, body);
 }
 
 function check<T>(validate: typeof validateHookRequest, body: unknown): Validated<T> {

@@ -32,6 +32,7 @@ function inlineRefs(node: unknown, defs: Record<string, Schema>): unknown {
 }
 
 export const etcdStorageSchema = loadSchema("etcdstorage.v1alpha1.yaml");
+export const etcdStorageBackupSchema = loadSchema("etcdstoragebackup.v1alpha1.yaml");
 
 // CEL as the API server evaluates CRD rules: the standard library, and the functions of
 // Kubernetes' quantity library (k8s.io/apiserver/pkg/cel/library, Kubernetes 1.29+) that the

@@ -51,6 +51,8 @@ export interface EtcdStorageSpec {
   signingCertificateValidity: number;
   servingCertificateValidity: number;
   clientCertificateValidity: number;
+  /** spec.dataSource: the EtcdStorageBackup whose file is restored before the gateway serves. */
+  dataSource?: { backup: string };
 }
 
 export type SpecResult = { valid: true; spec: EtcdStorageSpec } | { valid: false; problems: string[]; nameValid: boolean };
@@ -115,6 +117,7 @@ function computeSpec(name: string, specInput: unknown, config: SpecConfig): Spec
     signingCertificateValidity: parseDuration(raw.signingCertificateValidity)!,
     servingCertificateValidity: parseDuration(raw.servingCertificateValidity)!,
     clientCertificateValidity: parseDuration(raw.clientCertificateValidity)!,
+    ...(raw.dataSource ? { dataSource: { backup: raw.dataSource.backup } } : {}),
   };
   // The proxy namespace holds every tenant's CA keys: no destination may be written there.
   const intoProxyNamespace = (["caCertConfigMap", "clientCertSecret"] as const).flatMap((field) =>

@@ -9,7 +9,8 @@ import { checkCoreCredentials } from "./core-credentials.ts";
 import { checkDestinations } from "./destinations.ts";
 import { echoChildren } from "./echo.ts";
 import { tenantAddresses, tenantNames } from "./names.ts";
-import { findObject, type HookRequest, type HookResponse } from "./observed.ts";
+import { findObject, type HookRequest, type HookResponse, type KubeObject } from "./observed.ts";
+import { planRestore } from "./restore.ts";
 import { readSpec, type Quota } from "./spec.ts";
 import { carriesEveryTransition, proxyAvailable, ready, withTransitionTimes, type ConditionInput } from "./status.ts";
 
@@ -76,7 +77,9 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
           reason: pki.rotating.length > 0 ? "CARotationInProgress" : "CertificatesValid",
           message: pki.rotating.length > 0 ? `successor CA published for ${pki.rotating.join(", ")}; leaves move after the overlap` : `${pki.certificates.length} certificates valid`,
         };
-  const parts = [proxy, certificatesCondition, coreCondition, destinations.condition];
+  // With spec.dataSource, the restore comes first: Ready carries its reason until it is done.
+  const restore = spec.dataSource ? planRestore(request, spec.dataSource, spec.quota.storage.bytes, config) : undefined;
+  const parts = [...(restore ? [restore.condition] : []), proxy, certificatesCondition, coreCondition, destinations.condition];
   const addresses = tenantAddresses(tenant, config);
   const conditions = withTransitionTimes(
     [ready(parts, `etcd is served at ${addresses.endpoint} under ${addresses.prefix}`), ...parts],
@@ -98,8 +101,8 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
         conditions,
         certificates: pki.certificates,
       },
-      children: [buildDeployment(tenant, spec, config), buildService(tenant, config), buildPodDisruptionBudget(tenant, config), ...pki.children],
-      resyncAfterSeconds: Math.min(MAX_RESYNC_SECONDS, Math.max(1, Math.ceil((pki.nextStepAt.getTime() - now.getTime()) / 1000))),
+      children: [gateway(buildDeployment(tenant, spec, config), restore?.serve ?? true), buildService(tenant, config), buildPodDisruptionBudget(tenant, config), ...pki.children, ...(restore?.children ?? [])],
+      resyncAfterSeconds: Math.min(MAX_RESYNC_SECONDS, restore?.resyncAfterSeconds ?? Infinity, Math.max(1, Math.ceil((pki.nextStepAt.getTime() - now.getTime()) / 1000))),
     },
     report: {
       tenant,
@@ -109,6 +112,11 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
       ...(stable ? { stableUntil: new Date(stableUntil) } : {}),
     },
   };
+}
+
+/** The gateway Deployment, held at 0 replicas while a restore has not completed: it serves nothing before. */
+function gateway(deployment: KubeObject, serve: boolean): KubeObject {
+  return serve ? deployment : { ...deployment, spec: { ...(deployment.spec as object), replicas: 0 } };
 }
 
 /** status.quota: the limits in effect as spec.quota or the configured default writes them. */

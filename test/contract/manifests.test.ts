@@ -11,7 +11,7 @@ import { API_VERSION, KIND } from "../../hooks/names.ts";
 import { CHILD_TYPES } from "../../hooks/observed.ts";
 import { etcdStorageSchema } from "../../hooks/schema.ts";
 import { readSpec } from "../../hooks/spec.ts";
-import { buildCrd } from "../../scripts/generate-crd.ts";
+import { buildBackupCrd, buildCrd } from "../../scripts/generate-crd.ts";
 import { unknownFields, upstreamProblems, type Manifest } from "../support/manifests.ts";
 import { restrictedViolations } from "../support/pod-security.ts";
 
@@ -52,6 +52,15 @@ test("manifests/crd.yaml is exactly what scripts/generate-crd.ts builds from sch
   assert.deepEqual(crd, JSON.parse(JSON.stringify(buildCrd())), "manifests/crd.yaml is stale: run `npm run generate:crd`");
 });
 
+test("manifests/crd-etcdstoragebackup.yaml is exactly what scripts/generate-crd.ts builds from schemas/", () => {
+  const [crd, ...rest] = load("crd-etcdstoragebackup.yaml");
+  assert.equal(rest.length, 0);
+  assert.deepEqual(crd, JSON.parse(JSON.stringify(buildBackupCrd())), "manifests/crd-etcdstoragebackup.yaml is stale: run `npm run generate:crd`");
+});
+
+const ETCDSTORAGE_CRD = "etcdstorages.etcdproxy.dev";
+const BACKUP_CRD = "etcdstoragebackups.etcdproxy.dev";
+
 // Kinds that are checked by their own test below.
 const OTHER_KINDS = [`${API_VERSION} ${KIND}`, "kustomize.config.k8s.io/v1beta1 Kustomization"];
 
@@ -65,24 +74,37 @@ test("every Kubernetes and Metacontroller object validates against the upstream 
 });
 
 test("kubectl get shows each tenant's storage quota from status, where a defaulted tenant has it too; every column names a field of the schema", () => {
-  const version = find("CustomResourceDefinition").spec.versions[0];
+  const version = find("CustomResourceDefinition", ETCDSTORAGE_CRD).spec.versions[0];
   const columns = version.additionalPrinterColumns as { name: string; type: string; jsonPath: string }[];
   assert.deepEqual(columns.map((c) => c.name), ["Ready", "Reason", "Quota", "Endpoint", "Prefix", "Age"]);
   assert.deepEqual(columns.find((c) => c.name === "Quota"), { name: "Quota", type: "string", jsonPath: ".status.quota.storage" });
+  assertColumnsDeclared(version);
+  assert.deepEqual(Object.keys(version.schema.openAPIV3Schema.properties.status.properties.quota.properties), ["storage", "writeBytesPerSecond", "requestsPerSecond"]);
+});
+
+test("kubectl get etcdstoragebackups shows the storage, Complete and its reason, revision, keys, size, completion and age; every column names a field of the schema", () => {
+  const version = find("CustomResourceDefinition", BACKUP_CRD).spec.versions[0];
+  const columns = version.additionalPrinterColumns as { name: string; type: string; jsonPath: string; priority?: number }[];
+  assert.deepEqual(columns.filter((c) => !c.priority).map((c) => c.name), ["Storage", "Complete", "Reason", "Revision", "Keys", "Size", "Completed", "Age"]);
+  assert.deepEqual(columns.filter((c) => c.priority).map((c) => c.name), ["File", "SHA256"], "with -o wide");
+  assertColumnsDeclared(version);
+});
+
+function assertColumnsDeclared(version: Manifest): void {
+  const columns = version.additionalPrinterColumns as { name: string; type: string; jsonPath: string }[];
   const schema = version.schema.openAPIV3Schema;
   for (const { name, type, jsonPath } of columns) {
     // filters ([?(@.type=="Ready")]) select an item of the list before them
     const fields = jsonPath.replace(/\[\?\(.*?\)\]/g, "[]").split(".").slice(1);
     let node = schema;
     for (const field of fields) node = field.endsWith("[]") ? node?.properties?.[field.slice(0, -2)]?.items : node?.properties?.[field];
-    const declared = jsonPath === ".metadata.creationTimestamp" ? "date" : node?.type;
+    const declared = jsonPath === ".metadata.creationTimestamp" ? "date" : node?.format === "date-time" ? "date" : node?.type;
     assert.equal(declared, type, `column ${name}: ${jsonPath}`);
   }
-  assert.deepEqual(Object.keys(schema.properties.status.properties.quota.properties), ["storage", "writeBytesPerSecond", "requestsPerSecond"]);
-});
+}
 
-test("the CRD schema is structural, which kubernetes-models does not check (it ignores x-kubernetes-*)", () => {
-  const crd = find("CustomResourceDefinition");
+for (const name of [ETCDSTORAGE_CRD, BACKUP_CRD]) test(`the CRD ${name}'s schema is structural, which kubernetes-models does not check (it ignores x-kubernetes-*)`, () => {
+  const crd = find("CustomResourceDefinition", name);
   const schema = crd.spec.versions[0].schema.openAPIV3Schema;
   assert.deepEqual(structuralProblems(schema), []);
   // kubernetes/kubernetes#77653: metadata may only restrict name and generateName.
@@ -105,7 +127,7 @@ test("the proxy namespace the hooks are configured with is the one namespace.yam
 });
 
 test("the CompositeController has Metacontroller's shape, every child type with an update method, and v2 hooks", () => {
-  const controller = find("CompositeController");
+  const controller = find("CompositeController", "etcdstorage");
   assert.deepEqual(upstreamProblems(controller), []);
 
   const declared = controller.spec.childResources.map((c: Manifest) => `${c.apiVersion} ${c.resource}`).sort();
@@ -118,15 +140,30 @@ test("the CompositeController has Metacontroller's shape, every child type with 
   for (const hook of ["sync", "finalize", "customize"]) assert.equal(controller.spec.hooks[hook]?.version, "v2", `hooks.${hook}.version`);
   assert.equal(controller.spec.generateSelector, true);
 
-  const crd = find("CustomResourceDefinition");
+  const crd = find("CustomResourceDefinition", ETCDSTORAGE_CRD);
+  assert.deepEqual(controller.spec.parentResource, { apiVersion: `${crd.spec.group}/${crd.spec.versions[0].name}`, resource: crd.spec.names.plural });
+});
+
+test("the backup CompositeController: EtcdStorageBackups as parents, Jobs (recreated, never updated) as the only children, v2 sync and customize at /backup/...", () => {
+  const controller = find("CompositeController", "etcdstoragebackup");
+  assert.deepEqual(upstreamProblems(controller), []);
+  assert.deepEqual(controller.spec.childResources, [{ apiVersion: "batch/v1", resource: "jobs", updateStrategy: { method: "Recreate" } }]);
+  assert.deepEqual(Object.keys(controller.spec.hooks).sort(), ["customize", "sync"], "no finalize: a backup's file outlives its object");
+  for (const hook of ["sync", "customize"]) {
+    assert.equal(controller.spec.hooks[hook].version, "v2", `hooks.${hook}.version`);
+    assert.equal(controller.spec.hooks[hook].webhook.path, `/backup/${hook}`);
+  }
+  assert.equal(controller.spec.generateSelector, true);
+  const crd = find("CustomResourceDefinition", BACKUP_CRD);
   assert.deepEqual(controller.spec.parentResource, { apiVersion: `${crd.spec.group}/${crd.spec.versions[0].name}`, resource: crd.spec.names.plural });
 });
 
 test("every hook webhook reaches the hook Service, whose port leads to the hook container", () => {
-  const controller = find("CompositeController");
   const deployment = find("Deployment", "etcdstorage-hooks");
   const container = deployment.spec.template.spec.containers[0];
-  for (const [name, hook] of Object.entries<Manifest>(controller.spec.hooks)) {
+  const hooks = all().filter(({ object }) => object.kind === "CompositeController").flatMap(({ object }) => Object.entries<Manifest>(object.spec.hooks).map(([name, hook]) => [`${object.metadata.name} ${name}`, hook] as const));
+  assert.equal(hooks.length, 5);
+  for (const [name, hook] of hooks) {
     const target = hook.webhook.service;
     const service = find("Service", target.name);
     assert.equal(service.metadata.namespace, target.namespace, `hooks.${name}`);
