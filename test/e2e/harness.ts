@@ -8,13 +8,14 @@
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { constants as fsConstants, readFileSync } from "node:fs";
-import { access, mkdir, mkdtemp, readdir, rename, rm, stat, symlink, writeFile, lstat } from "node:fs/promises";
+import { access, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile, lstat } from "node:fs/promises";
 import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 // The core etcd's PKI comes from the project's own issuer (hooks/pki), like every test certificate.
 import { makeCorePki, type CorePki } from "../support/requests.ts";
+import { ensureBuilt } from "../support/build.ts";
 import { part } from "../support/parts.ts";
 
 
@@ -618,6 +619,7 @@ export interface Volume {
   configMap?: { name?: string; items?: KeyToPath[]; optional?: boolean; defaultMode?: number };
   projected?: { sources?: Array<{ secret?: SecretProjection; configMap?: SecretProjection; [other: string]: unknown }>; defaultMode?: number };
   emptyDir?: Record<string, unknown>;
+  persistentVolumeClaim?: { claimName?: string; readOnly?: boolean };
   [other: string]: unknown;
 }
 
@@ -741,7 +743,7 @@ function objectContent(object: K8sObject): Map<string, Buffer> {
 // Volumes
 // ---------------------------------------------------------------------------------------------
 
-type VolumeKind = "secret" | "configMap" | "projected" | "emptyDir";
+type VolumeKind = "secret" | "configMap" | "projected" | "emptyDir" | "persistentVolumeClaim";
 
 export interface MountedPath {
   /** Path inside the container. */
@@ -792,8 +794,9 @@ function projectionsOf(volume: Volume): { kind: VolumeKind; projections: Project
     return { kind: "projected", projections };
   }
   if (volume.emptyDir) return { kind: "emptyDir", projections: [] };
+  if (volume.persistentVolumeClaim) return { kind: "persistentVolumeClaim", projections: [] };
   const types = Object.keys(volume).filter((k) => k !== "name");
-  throw new Error(`volume ${volume.name}: type ${types.join(",") || "<none>"} is not supported by the harness (secret, configMap, projected, emptyDir)`);
+  throw new Error(`volume ${volume.name}: type ${types.join(",") || "<none>"} is not supported by the harness (secret, configMap, projected, emptyDir, persistentVolumeClaim)`);
 }
 
 function required(value: string | undefined, what: string): string {
@@ -895,10 +898,21 @@ export async function materializeVolumes(
   objects: readonly K8sObject[],
   rootDir: string,
   namespace: string,
+  claims: Readonly<Record<string, string>> = {},
 ): Promise<MaterializedVolumes> {
   const volumeDirs = new Map<string, { dir: string; kind: VolumeKind }>();
   for (const volume of podSpec.volumes ?? []) {
     const { kind, projections } = projectionsOf(volume);
+    if (kind === "persistentVolumeClaim") {
+      // A local directory per claim stands in for the volume bound to it: every pod naming the
+      // claim sees the same files, as pods sharing a ReadWriteMany volume do.
+      const claim = volume.persistentVolumeClaim?.claimName ?? "";
+      const dir = claims[claim];
+      if (dir === undefined) throw new Error(`volume ${volume.name}: PersistentVolumeClaim ${claim} has no local directory in \`claims\` (claims: ${Object.keys(claims).join(", ") || "<none>"})`);
+      await mkdir(dir, { recursive: true });
+      volumeDirs.set(volume.name, { dir, kind });
+      continue;
+    }
     const dir = path.join(rootDir, ".volumes", safeRelative(volume.name, "volume name"));
     if (kind === "emptyDir") await mkdir(dir, { recursive: true }); // kept across calls: it is the pod's scratch space
     else await writeVolume(dir, volumeFiles(volume, projections, objects, namespace));
@@ -915,7 +929,7 @@ export async function materializeVolumes(
     let target = volume.dir;
     if (mount.subPath !== undefined && mount.subPath !== "") {
       target = path.join(volume.dir, safeRelative(mount.subPath, `volumeMount ${mount.name} subPath`));
-      if (volume.kind === "emptyDir") await mkdir(target, { recursive: true }); // the kubelet creates a missing subPath dir
+      if (volume.kind === "emptyDir" || volume.kind === "persistentVolumeClaim") await mkdir(target, { recursive: true }); // the kubelet creates a missing subPath dir
       else await stat(target).catch(() => {
         throw new Error(`container ${container.name}: volumeMount ${mount.name} subPath ${mount.subPath} is not in volume ${mount.name}`);
       });
@@ -947,6 +961,8 @@ export interface RunContainerOptions {
   extraPaths?: Record<string, string>;
   /** What the image supplies where the container names nothing: its command (ENTRYPOINT/CMD) and working directory. */
   image?: { command: string[]; workingDir: string };
+  /** PersistentVolumeClaim name → the local directory that stands in for its volume. */
+  claims?: Record<string, string>;
 }
 
 export interface RunningContainer extends ManagedProcess {
@@ -957,6 +973,8 @@ export interface RunningContainer extends ManagedProcess {
   mounts: MountedPath[];
   /** Maps a container path (or any text with container paths in it) to this machine. */
   rewritePath(text: string): string;
+  /** What the container wrote to its terminationMessagePath (the kubelet's termination message), "" if nothing. */
+  terminationMessage(): Promise<string>;
 }
 
 /** Kubernetes' $(VAR) expansion of command/args with the container's env; $$(VAR) escapes. */
@@ -1076,12 +1094,18 @@ export async function runContainer(options: RunContainerOptions): Promise<Runnin
   if (command.length === 0) throw new Error(`container ${containerName} has no command; the harness cannot know the image's entrypoint`);
 
   const rootDir = path.join(dir, "root");
-  const volumes = await materializeVolumes(podSpec, container, objects, rootDir, namespace);
+  const volumes = await materializeVolumes(podSpec, container, objects, rootDir, namespace, options.claims);
   const env = containerEnv(container, objects, namespace);
 
-  const extra = Object.entries(options.extraPaths ?? {});
+  // The kubelet gives every container a file at terminationMessagePath and reads it once the
+  // container ends (at most 4096 bytes): here a file of the pod's directory.
+  const terminationPath = typeof container.terminationMessagePath === "string" ? container.terminationMessagePath : "/dev/termination-log";
+  const terminationLog = path.join(dir, "termination-log");
+  await mkdir(dir, { recursive: true });
+  await writeFile(terminationLog, "");
+  const extra = [...Object.entries(options.extraPaths ?? {}), [terminationPath, terminationLog] as const];
   const mappings: PathMapping[] = [
-    ...volumes.mounts.map((m) => ({ containerPath: m.mountPath, localPath: m.localPath, mustExist: m.volumeKind !== "emptyDir" })),
+    ...volumes.mounts.map((m) => ({ containerPath: m.mountPath, localPath: m.localPath, mustExist: m.volumeKind !== "emptyDir" && m.volumeKind !== "persistentVolumeClaim" })),
     ...extra.map(([containerPath, localPath]) => ({ containerPath, localPath, mustExist: false })),
   ];
   const rewriteBinaries = prefixReplacer(Object.entries(options.binaries));
@@ -1090,6 +1114,8 @@ export async function runContainer(options: RunContainerOptions): Promise<Runnin
 
   const expanded = [...command, ...(container.args ?? [])].map((a) => expandKubernetesVars(a, env));
   const [containerExecutable, ...containerArgs] = expanded as [string, ...string[]];
+  // The image's compiled gateway (dist/, test/support/build.ts): built first when a source is newer.
+  if (containerArgs.some((arg) => /^(\/app\/)?dist\//.test(arg))) ensureBuilt();
   await checkPaths(container, containerArgs, mappings);
 
   const executable = options.binaries[containerExecutable] ?? containerExecutable;
@@ -1103,7 +1129,8 @@ export async function runContainer(options: RunContainerOptions): Promise<Runnin
   // The container's env plus PATH only: the developer's environment must not leak in.
   const proc = spawnManaged(executable, args, { cwd, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env } });
   const rewritePath = (text: string): string => rewritePaths(text);
-  return { ...proc, args, executable, mounts: volumes.mounts, rewritePath };
+  const terminationMessage = async (): Promise<string> => (await readFile(terminationLog, "utf8")).slice(0, 4096);
+  return { ...proc, args, executable, mounts: volumes.mounts, rewritePath, terminationMessage };
 }
 
 // ---------------------------------------------------------------------------------------------

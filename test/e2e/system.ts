@@ -7,7 +7,9 @@
 //
 // Where a cluster component is missing, this module does its work and says so:
 //   - kubelet: a pod's container runs as a process from its exact command, args and env, with its
-//     Secrets and ConfigMaps (read from the API server) as files (harness.ts runContainer);
+//     Secrets and ConfigMaps (read from the API server) as files, a PersistentVolumeClaim as a
+//     local directory per claim (harness.ts runContainer); recordJobPod writes the pod of a Job,
+//     with its termination message, as the kubelet would report it;
 //   - Deployment and Job controllers: once that process is ready (or has exited), the status the
 //     controller would write is written through the status subresource;
 //   - kube-proxy and DNS: a Service's address is the process's loopback port, and sample-apiserver's
@@ -136,7 +138,7 @@ interface ObjectRef {
  * server holds it: the container's command (the image's, where it names none), args and env, its
  * Secrets and ConfigMaps read from the API server as files, container ports on free local ports.
  */
-export async function runPod(host: HostCluster, dir: string, ref: ObjectRef, container: string, ports: Record<number, number>): Promise<RunningContainer> {
+export async function runPod(host: HostCluster, dir: string, ref: ObjectRef, container: string, ports: Record<number, number>, claims: Record<string, string> = {}): Promise<RunningContainer> {
   const owner = await host.api.get<K8sObject & KubeObject>(ref.apiVersion, ref.kind, ref.name, ref.namespace);
   if (owner === undefined) throw new Error(`no ${ref.kind} ${ref.namespace}/${ref.name} in the API server`);
   const podSpec = podSpecOf(owner);
@@ -155,6 +157,7 @@ export async function runPod(host: HostCluster, dir: string, ref: ObjectRef, con
     ports,
     extraPaths: { [IMAGE.workingDir]: REPO_ROOT },
     image: IMAGE,
+    claims,
   });
 }
 
@@ -176,6 +179,47 @@ export async function markDeploymentAvailable(host: HostCluster, namespace: stri
     ],
   };
   await host.api.call("PUT", `${await host.api.objectPath(deployment)}/status`, { ...deployment, status });
+}
+
+/**
+ * What the Job controller and the kubelet leave of a Job's pod once its container `container` has
+ * exited: the Pod, from the Job's template, with its terminated state and termination message.
+ */
+export async function recordJobPod(host: HostCluster, namespace: string, jobName: string, container: string, run: { code: number | null; message: string; started: Date }): Promise<KubeObject> {
+  const job = await host.api.get("batch/v1", "Job", jobName, namespace);
+  if (job === undefined) throw new Error(`no Job ${namespace}/${jobName}`);
+  const template = (job.spec as { template: { metadata?: { labels?: Record<string, string> }; spec: Record<string, unknown> } }).template;
+  const time = (date: Date) => date.toISOString().replace(/\.\d+Z$/, "Z");
+  const name = `${jobName}-${Math.random().toString(36).slice(2, 7)}`;
+  // The service account controller's part: every namespace has a ServiceAccount default, which
+  // admission looks up for any pod (its token is not mounted: automountServiceAccountToken false).
+  if ((await host.api.get("v1", "ServiceAccount", "default", namespace)) === undefined) {
+    await host.api.call("POST", host.api.resourcePath("v1", "serviceaccounts", namespace), { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "default", namespace } });
+  }
+  const pod = await host.api.call<KubeObject>("POST", host.api.resourcePath("v1", "pods", namespace), {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name, namespace, labels: { ...template.metadata?.labels, "batch.kubernetes.io/job-name": jobName, "job-name": jobName } },
+    spec: template.spec,
+  });
+  const containerSpec = (template.spec.containers as Array<{ name: string; image: string }>).find((c) => c.name === container)!;
+  const exitCode = run.code ?? 137;
+  const status = {
+    phase: exitCode === 0 ? "Succeeded" : "Failed",
+    startTime: time(run.started),
+    containerStatuses: [
+      {
+        name: container,
+        image: containerSpec.image,
+        imageID: "",
+        ready: false,
+        restartCount: 0,
+        started: false,
+        state: { terminated: { exitCode, reason: exitCode === 0 ? "Completed" : "Error", message: run.message, startedAt: time(run.started), finishedAt: time(new Date()) } },
+      },
+    ],
+  };
+  return host.api.call<KubeObject>("PUT", `${host.api.resourcePath("v1", "pods", namespace)}/${name}/status`, { ...pod, status });
 }
 
 /** What the Job controller writes once the Job's pod has exited 0. */
