@@ -1,7 +1,7 @@
 // The real Kubernetes and etcd parts the tests run, built from the Go modules pinned in
 // test/kubernetes/ into a git-ignored cache (.cache/parts), without root. Each module is built
-// once per pin: its folder in the cache is named by a hash of its go.mod, go.sum, Go files and the
-// Go version, so changing a pin builds it again and nothing else does.
+// once per pin: its folder in the cache is named by a hash of its go.mod, go.sum, Go files (its own
+// packages' too) and the Go version, so changing a pin builds it again and nothing else does.
 //
 // `node test/support/parts.ts` builds whatever is missing (npm test runs it first, and says what it
 // builds and how long it took); the tests only look binaries up with part(), which fails with a
@@ -33,10 +33,12 @@ const STAMP = ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"].
 interface Binary {
   /** The Go module's folder under test/kubernetes. */
   module: string;
-  /** The main package, as `go build` names it from that module. */
+  /** The main package, as `go build` names it from that module; for a test binary, a package of the module's own (`./dir`). */
   package: string;
   /** The file name in the module's cache folder. */
   file: string;
+  /** The package's tests, built by `go test -c` into one binary that runs them. */
+  test?: true;
 }
 
 const BINARIES = {
@@ -49,6 +51,9 @@ const BINARIES = {
   "etcdctl-3.6": { module: "etcd-3.6", package: "go.etcd.io/etcd/etcdctl/v3", file: "etcdctl" },
   "etcd-3.5": { module: "etcd-3.5", package: ".", file: "etcd" },
   "etcdctl-3.5": { module: "etcd-3.5", package: "go.etcd.io/etcd/etcdctl/v3", file: "etcdctl" },
+  // Kubernetes' storage conformance suite on the etcd3 store and the watch cache, directly and
+  // through a tenant gateway (test/e2e/storage-suite.test.ts runs it).
+  "storage-suite": { module: ".", package: "./storage", file: "storage.test", test: true },
 } as const satisfies Record<string, Binary>;
 
 export type PartName = keyof typeof BINARIES;
@@ -66,12 +71,18 @@ function goEnv(): NodeJS.ProcessEnv {
   return { ...process.env, GOTOOLCHAIN: "local", GOFLAGS: "-mod=readonly", CGO_ENABLED: "0" };
 }
 
-/** The cache folder of a module at its current pins. */
+/** The cache folder of a module at its current pins, with its own packages as they are. */
 function moduleFolder(module: string): string {
   const dir = path.join(GO_ROOM, module);
   const hash = createHash("sha256").update(go());
   for (const file of readdirSync(dir).filter((f) => f === "go.mod" || f === "go.sum" || f.endsWith(".go")).sort()) {
     hash.update(`${file}\0`).update(readFileSync(path.join(dir, file)));
+  }
+  const ownPackages = Object.values(BINARIES as Record<string, Binary>).filter((b) => b.module === module && b.package.startsWith("./")).map((b) => b.package).sort();
+  for (const pkg of ownPackages) {
+    for (const file of readdirSync(path.join(dir, pkg)).filter((f) => f.endsWith(".go")).sort()) {
+      hash.update(`${path.join(pkg, file)}\0`).update(readFileSync(path.join(dir, pkg, file)));
+    }
   }
   const name = module === "." ? "kubernetes" : module;
   return path.join(CACHE, `${name}-${hash.digest("hex").slice(0, 12)}`);
@@ -107,7 +118,11 @@ export async function buildParts(log: (line: string) => void = (line) => process
     await mkdir(building, { recursive: true });
     for (const [name, binary] of binaries as Array<[PartName, Binary]>) {
       const one = Date.now();
-      await run("go", ["build", "-buildvcs=false", "-o", path.join(building, binary.file), `-ldflags=-s -w ${STAMP.join(" ")}`, binary.package], path.join(GO_ROOM, module));
+      const output = path.join(building, binary.file);
+      const args = binary.test === true
+        ? ["test", "-c", "-buildvcs=false", "-o", output, "-ldflags=-s -w", binary.package]
+        : ["build", "-buildvcs=false", "-o", output, `-ldflags=-s -w ${STAMP.join(" ")}`, binary.package];
+      await run("go", args, path.join(GO_ROOM, module));
       log(`[parts]   ${name}: ${((Date.now() - one) / 1000).toFixed(0)} s`);
     }
     // Another build of the same pins (a second `npm test` at once) may have finished first.
