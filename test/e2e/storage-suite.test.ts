@@ -1,0 +1,300 @@
+// Issue 19: Kubernetes' own storage conformance suite (k8s.io/apiserver/pkg/storage/testing) on
+// the etcd3 store and on the watch cache in front of it, built as upstream's tests build them
+// (test/kubernetes/storage/), directly on core etcd and through a tenant gateway started from the
+// Deployment the sync hook returns. The Go test binary is a part, built ahead by
+// test/support/parts.ts: nothing is compiled here. The etcd3 store's suite runs on etcd 3.6, the
+// watch cache's on every line (harness.ts's ETCD_LINES).
+//
+// Each path has a core etcd of its own, so the direct and gateway halves run at once, as two
+// processes of the binary. The few suite tests that need an etcd never written to skip there, and
+// run again alone, each on a fresh core etcd (test/kubernetes/storage/suite_test.go says why).
+//
+// Asserted: every suite test that runs has a "direct" and a "gateway" subtest, and both passed (the
+// sets of passing direct and gateway tests are equal); what did not run is exactly what the Go
+// files list as not run; every process of the binary exited 0.
+import assert from "node:assert/strict";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, describe, test, type TestContext } from "node:test";
+import { part } from "../support/parts.ts";
+import { testConfig } from "../support/requests.ts";
+import { ETCD_LINES, spawnManaged, startCoreEtcd, stopAll, tempDir, type CoreEtcd, type EtcdLine } from "./harness.ts";
+import { startTenant, type RunningTenant } from "./tenant.ts";
+
+const TENANT = "storage-suite";
+// Far above what the suite uses: quota.test.ts is about limits.
+const QUOTA = { storage: "1Gi", writeBytesPerSecond: "16Mi", requestsPerSecond: 100000 };
+// Upstream's ProgressNotify and WatchDispatchBookmarkEvents (etcd3) run their etcd with a 1 s
+// progress notify interval; every other test with etcd's default (10 min), as the watch cache's.
+const PROGRESS_NOTIFY_INTERVAL = "1s";
+const DEFAULT_PROGRESS_NOTIFY_INTERVAL = "10m";
+// A hung suite must not hang npm test.
+const SUITE_TIMEOUT = "150s";
+
+const PATHS = ["direct", "gateway"] as const;
+type PathName = (typeof PATHS)[number];
+
+/** The watch cache's suite tests that test/kubernetes/storage/cacher_test.go lists as not run. */
+const CACHER_NOT_RUN = [
+  "ListInconsistentContinuation",
+  "ListResourceVersionMatch",
+  "GuaranteedUpdate",
+  "GuaranteedUpdateChecksStoredData",
+  "TransformationFailure",
+  "Watch/WatchFromZero",
+  "Watch/WatchError",
+  "Watch/WatchContextCancel",
+].map((name) => `TestCacher/${name}`);
+
+/** Suite tests that need an etcd never written to (requireFreshEtcd in the Go files). */
+const CACHER_FRESH = ["TestCacher/Lists/ListFromCacheSnapshot=false/List", "TestCacher/Watch/WatchSemantics"];
+const ETCD3_FRESH = ["false", "true"].flatMap((rangeStream) =>
+  ["WatchSemantics", "WatchSemanticsWithConcurrentDecode"].map((name) => `TestEtcd3/Watch/RangeStream=${rangeStream}/${name}`),
+);
+
+interface Suite {
+  /** The binary's top-level test. */
+  top: "TestCacher" | "TestEtcd3";
+  /** What core etcd runs with for the main run (the fresh runs: etcd's default). */
+  progressNotifyInterval: string;
+  notRun: readonly string[];
+  fresh: readonly string[];
+  /** How many suite tests run on each path (test/kubernetes/storage/'s bothPaths calls). */
+  tests: number;
+}
+
+const CACHER: Suite = { top: "TestCacher", progressNotifyInterval: DEFAULT_PROGRESS_NOTIFY_INTERVAL, notRun: CACHER_NOT_RUN, fresh: CACHER_FRESH, tests: 52 };
+const ETCD3: Suite = { top: "TestEtcd3", progressNotifyInterval: PROGRESS_NOTIFY_INTERVAL, notRun: [], fresh: ETCD3_FRESH, tests: 68 };
+
+// ---------------------------------------------------------------------------------------------
+// Paths and runs
+// ---------------------------------------------------------------------------------------------
+
+/** One path's backends: a core etcd, and for the gateway path the tenant gateway in front of it. */
+interface PathBackends {
+  path: PathName;
+  core: CoreEtcd;
+  tenant?: RunningTenant;
+}
+
+async function startPath(dir: string, pathName: PathName, line: EtcdLine, progressNotifyInterval: string): Promise<PathBackends> {
+  const flag = line === "3.5" ? "--experimental-watch-progress-notify-interval" : "--watch-progress-notify-interval";
+  const core = await startCoreEtcd(path.join(dir, pathName), { line, extraFlags: [`${flag}=${progressNotifyInterval}`] });
+  if (pathName === "direct") return { path: pathName, core };
+  const config = testConfig({ CORE_ETCD_ENDPOINTS: core.endpoint });
+  const spec = { clientCertSecret: [{ name: "etcd-client", namespace: `${TENANT}-system` }], quota: QUOTA };
+  const tenant = await startTenant(config, core, TENANT, spec, path.join(dir, `${pathName}-${TENANT}`));
+  return { path: pathName, core, tenant };
+}
+
+type Outcome = "PASS" | "FAIL" | "SKIP";
+
+interface Run {
+  what: string;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  output: string;
+  /** Every test and subtest's outcome, by its full name. */
+  outcomes: Map<string, Outcome>;
+  seconds: number;
+}
+
+function suiteEnv(backends: PathBackends, progressNotifyInterval: string): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: os.tmpdir(),
+    // What upstream's `make test` (hack/make-rules/test.sh) sets for every unit test.
+    KUBE_CACHE_MUTATION_DETECTOR: "true",
+    KUBE_PANIC_WATCH_DECODE_ERROR: "true",
+    STORAGE_SUITE_PROGRESS_NOTIFY_INTERVAL: progressNotifyInterval,
+  };
+  const way = (name: string, endpoint: string, files: { cacert: string; cert: string; key: string }): void => {
+    Object.assign(env, {
+      [`STORAGE_SUITE_${name}_ENDPOINTS`]: endpoint,
+      [`STORAGE_SUITE_${name}_CA`]: files.cacert,
+      [`STORAGE_SUITE_${name}_CERT`]: files.cert,
+      [`STORAGE_SUITE_${name}_KEY`]: files.key,
+    });
+  };
+  const core = { cacert: backends.core.caFile, cert: backends.core.certFile, key: backends.core.keyFile };
+  if (backends.tenant === undefined) {
+    way("DIRECT", backends.core.endpoint, core);
+  } else {
+    way("GATEWAY", backends.tenant.endpoint, backends.tenant.credentials);
+    // The gateway's serving certificate names localhost; it listens on 127.0.0.1.
+    env.STORAGE_SUITE_GATEWAY_SERVER_NAME = "localhost";
+    way("GATEWAY_CORE", backends.core.endpoint, core);
+  }
+  return env;
+}
+
+/** `-test.run` matching exactly the test `name` and its subtests. */
+function runPattern(name: string): string {
+  return name.split("/").map((level) => `^${level.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`).join("/");
+}
+
+/** Runs the built suite's tests `name` against one path, with `-test.v` output parsed; then stops the path's processes. */
+async function runSuite(backends: PathBackends, name: string, progressNotifyInterval: string): Promise<Run> {
+  const started = Date.now();
+  const args = ["-test.v", `-test.run=${runPattern(name)}`, `-test.timeout=${SUITE_TIMEOUT}`];
+  const child = spawnManaged(part("storage-suite"), args, { cwd: os.tmpdir(), env: suiteEnv(backends, progressNotifyInterval) });
+  const { code, signal } = await child.exited;
+  const output = child.logs();
+  await Promise.all([backends.tenant?.proxy.gateway.stop(), backends.core.stop()]);
+  return { what: `${name} (${backends.path})`, code, signal, output, outcomes: parseOutcomes(output), seconds: (Date.now() - started) / 1000 };
+}
+
+/** `--- PASS: TestX/a/b (0.01s)` lines of `go test -v` output, at any indentation. */
+function parseOutcomes(output: string): Map<string, Outcome> {
+  const outcomes = new Map<string, Outcome>();
+  for (const match of output.matchAll(/^\s*--- (PASS|FAIL|SKIP): (\S+) \([\d.]+s\)$/gm)) outcomes.set(match[2]!, match[1] as Outcome);
+  return outcomes;
+}
+
+/**
+ * A suite on one etcd line: its main run, each path on its own core etcd, the two at once; beside
+ * it, one after the other, each test that needs a fresh etcd alone on one. (All at once, the
+ * load of their starts made the suite miss its own deadlines: RunWatchSemantics waits 150 ms for
+ * an event.)
+ */
+async function runLine(suite: Suite, line: EtcdLine): Promise<Run[]> {
+  const dir = await tempDir(`storage-suite-${suite.top}-${line}-`);
+  const runPath = async (subdir: string, p: PathName, name: string, interval: string): Promise<Run> =>
+    runSuite(await startPath(path.join(dir, subdir), p, line, interval), name, interval);
+  const main = Promise.all(PATHS.map((p) => runPath("main", p, suite.top, suite.progressNotifyInterval)));
+  const fresh = (async () => {
+    const runs: Run[] = [];
+    for (const [i, name] of suite.fresh.entries()) {
+      for (const p of PATHS) runs.push(await runPath(`fresh-${i}`, p, name, DEFAULT_PROGRESS_NOTIFY_INTERVAL));
+    }
+    return runs;
+  })();
+  return [...(await main), ...(await fresh)];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------------------------
+
+interface Results {
+  /** Suite tests (the names above "direct"/"gateway"): each path's outcome, a fresh run's over the main run's skip. */
+  byTest: Map<string, Partial<Record<PathName, Outcome>>>;
+  /** Tests skipped above the paths level, with the reason given. */
+  notRun: Map<string, string>;
+  /** Tests skipped in the main run for want of a fresh etcd. */
+  freshSkips: Set<string>;
+}
+
+function results(runs: readonly Run[]): Results {
+  const byTest: Results["byTest"] = new Map();
+  const notRun = new Map<string, string>();
+  const freshSkips = new Set<string>();
+  for (const run of runs) {
+    for (const [name, outcome] of run.outcomes) {
+      const match = /^(.*)\/(direct|gateway)$/.exec(name);
+      if (match === null) {
+        if (outcome === "SKIP" && !/\/(direct|gateway)\//.test(name)) notRun.set(name, skipReason(run.output, name));
+        continue;
+      }
+      const [, test, p] = match as unknown as [string, string, PathName];
+      const entry = byTest.get(test) ?? {};
+      if (outcome === "SKIP" && testLog(run.output, name).includes(": needs an etcd never written to")) freshSkips.add(test);
+      if (entry[p] === undefined || entry[p] === "SKIP") entry[p] = outcome;
+      else if (outcome !== "SKIP") entry[p] = entry[p] === "FAIL" || outcome === "FAIL" ? "FAIL" : "PASS";
+      byTest.set(test, entry);
+    }
+  }
+  return { byTest, notRun, freshSkips };
+}
+
+/**
+ * The lines `go test -v` printed for a test: its logs, attributed as the output's `=== RUN`,
+ * `=== CONT` and `=== NAME` headers say (parallel subtests interleave), at most `max` characters.
+ */
+function testLog(output: string, name: string, max = 6000): string {
+  const lines: string[] = [];
+  let current: string | undefined;
+  for (const line of output.split("\n")) {
+    const header = /^=== (?:RUN|CONT|NAME|PAUSE)\s+(\S+)/.exec(line);
+    if (header !== null) current = header[1];
+    else if (/^\s*--- (?:PASS|FAIL|SKIP): /.test(line)) current = undefined;
+    else if (current === name) lines.push(line);
+  }
+  const log = lines.join("\n");
+  return log.length <= max ? log : `${log.slice(0, max / 2)}\n…\n${log.slice(-max / 2)}`;
+}
+
+/** The reason a skipped test gave: its first log line. */
+function skipReason(output: string, name: string): string {
+  return /^\s+\S+\.go:\d+: (.*)$/m.exec(testLog(output, name))?.[1] ?? "(no reason given)";
+}
+
+function summary(runs: readonly Run[], r: Results): string {
+  const lines: string[] = [];
+  for (const p of PATHS) {
+    const outcomes = [...r.byTest.values()].map((entry) => entry[p]);
+    const count = (o: Outcome): number => outcomes.filter((x) => x === o).length;
+    lines.push(`${p}: ${count("PASS")} PASS, ${count("FAIL")} FAIL, ${count("SKIP")} SKIP, ${outcomes.filter((x) => x === undefined).length} missing`);
+  }
+  lines.push(`not run: ${r.notRun.size}; run alone on a fresh etcd: ${r.freshSkips.size}`);
+  for (const [name, entry] of r.byTest) {
+    if (entry.direct !== "PASS" || entry.gateway !== "PASS") lines.push(`  ${name}: direct ${entry.direct ?? "missing"}, gateway ${entry.gateway ?? "missing"}`);
+  }
+  for (const run of runs) lines.push(`  ${run.what}: exit ${run.signal ?? run.code} after ${run.seconds.toFixed(1)} s`);
+  return lines.join("\n");
+}
+
+function failureDetails(runs: readonly Run[]): string {
+  const details: string[] = [];
+  for (const run of runs) {
+    const failed = [...run.outcomes].filter(([, o]) => o === "FAIL").map(([name]) => name);
+    const leaves = failed.filter((name) => !failed.some((other) => other.startsWith(`${name}/`)));
+    for (const name of leaves.slice(0, 8)) details.push(`--- ${run.what}: ${name}\n${testLog(run.output, name) || "(no output)"}`);
+    if (run.code !== 0 && leaves.length === 0) details.push(`--- ${run.what}: exit ${run.signal ?? run.code}, output tail:\n${run.output.slice(-6000)}`);
+  }
+  return details.join("\n");
+}
+
+function assertSuite(t: TestContext, suite: Suite, runs: readonly Run[]): void {
+  const r = results(runs);
+  const report = (): string => `${summary(runs, r)}\n${failureDetails(runs)}`;
+  const notPassing = (p: PathName): string[] => [...r.byTest].filter(([, e]) => e[p] !== "PASS").map(([name]) => name);
+  assert.deepEqual(notPassing("gateway"), [], `every suite test passes through the gateway\n${report()}`);
+  assert.deepEqual(notPassing("direct"), [], `every suite test passes directly\n${report()}`);
+  const passing = (p: PathName): string[] => [...r.byTest].filter(([, e]) => e[p] === "PASS").map(([name]) => name).sort();
+  assert.deepEqual(passing("gateway"), passing("direct"), `the suite tests passing through the gateway are those passing directly\n${report()}`);
+  assert.equal(r.byTest.size, suite.tests, `every suite test ran\n${report()}`);
+  assert.deepEqual([...r.notRun.keys()].sort(), [...suite.notRun].sort(), `what did not run is what the Go files list as not run\n${report()}`);
+  assert.deepEqual([...r.freshSkips].sort(), [...suite.fresh].sort(), `what needs a fresh etcd is what this file runs alone on one\n${report()}`);
+  for (const run of runs) assert.deepEqual([run.code, run.signal], [0, null], `${run.what} exited 0\n${report()}`);
+  t.diagnostic(summary(runs, r));
+  for (const [name, reason] of r.notRun) t.diagnostic(`not run: ${name}: ${reason}`);
+}
+
+/** Asserts a suite's runs; when an assertion fails, every run's whole output is kept and named. */
+async function checkSuite(t: TestContext, suite: Suite, runs: readonly Run[]): Promise<void> {
+  try {
+    assertSuite(t, suite, runs);
+  } catch (error) {
+    const dir = await mkdtemp(path.join(os.tmpdir(), `storage-suite-output-${suite.top}-`));
+    await Promise.all(runs.map((run, i) => writeFile(path.join(dir, `${i}-${run.what.replace(/[^\w=.-]+/g, "_")}.txt`), run.output)));
+    if (error instanceof Error && error.stack !== undefined) error.stack = error.stack.replace(error.message, `${error.message}\nthe whole output of every run is kept in ${dir}`);
+    throw error;
+  }
+}
+
+describe("Kubernetes' storage conformance suite, directly and through the gateway", { concurrency: true }, () => {
+  after(async () => {
+    await stopAll();
+  });
+
+  for (const line of ETCD_LINES) {
+    test(`the watch cache (k8s.io/apiserver/pkg/storage/cacher) on etcd ${line}`, async (t) => {
+      await checkSuite(t, CACHER, await runLine(CACHER, line));
+    });
+  }
+  test("the etcd3 store (k8s.io/apiserver/pkg/storage/etcd3) on etcd 3.6", async (t) => {
+    await checkSuite(t, ETCD3, await runLine(ETCD3, "3.6"));
+  });
+});
