@@ -4,8 +4,8 @@
 // replica) and let unary calls in flight finish.
 import http2, { type Http2Session } from "node:http2";
 import type { TLSSocket } from "node:tls";
-import { pino } from "pino";
 import { SERVED_METHODS } from "./api/served.ts";
+import { createLogger } from "./log.ts";
 import { ConfigError, describeConfig, parseFlags, type GatewayConfig } from "./shell/config.ts";
 import { Status, endWithStatus } from "./wire/grpc.ts";
 import { startHealthServer, type HealthState } from "./shell/health.ts";
@@ -37,10 +37,7 @@ function configure(): { config: GatewayConfig; serving: ReturnType<typeof loadSi
 }
 
 const { config, serving, core: coreTls } = configure();
-// Each line is written as it is logged (the gateway logs little). pino's default buffers and
-// flushes at exit, and that flush retries a write that failed with EPIPE forever: a gateway whose
-// log reader had gone never exited on SIGTERM.
-const log = pino({ level: config.logLevel, base: { tenant: config.tenant } }, pino.destination({ dest: 1, sync: true }));
+const log = createLogger(config.logLevel, { tenant: config.tenant });
 const metrics = new GatewayMetrics(config.tenant);
 const keyspace = new TenantKeyspace(config.prefix);
 const core = new CoreConnection(config.endpoints, coreTls, log);

@@ -2,7 +2,7 @@
 // (api/: kv.ts, watch.ts, lease.ts, maintenance.ts); this module carries them. Keyed requests pass
 // assertConfined (keys.ts) right before they are sent: nothing outside the prefix leaves.
 import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
-import type { Logger } from "pino";
+import type { Logger } from "../log.ts";
 import { giveBack } from "../wire/buffers.ts";
 import { GrpcError, MessageDecoder, RESPONSE_HEADERS, Status, decodeGrpcMessage, endWithStatus, sendUnary, validTimeout, writeFrame } from "../wire/grpc.ts";
 import { assertConfined, OutsidePrefix } from "../keys.ts";

@@ -6,7 +6,7 @@ import http2, { constants, type ClientHttp2Session, type ClientHttp2Stream, type
 import type { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import tls from "node:tls";
-import type { Logger } from "pino";
+import type { Logger } from "../log.ts";
 import { GrpcError, MessageDecoder, Status, decodeGrpcMessage } from "../wire/grpc.ts";
 
 export interface CoreAnswer {

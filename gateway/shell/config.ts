@@ -2,6 +2,7 @@
 // stops the gateway at start with exit code 2 and a line naming the flag. The names are etcd's:
 // --endpoints, --cacert, --cert, --key towards core etcd (as etcdctl), --cert-file, --key-file,
 // --trusted-ca-file towards clients (as an etcd member).
+import type { Level } from "../log.ts";
 
 export interface GatewayConfig {
   tenant: string;
@@ -15,7 +16,7 @@ export interface GatewayConfig {
   coreCaFile: string;
   coreCertFile: string;
   coreKeyFile: string;
-  logLevel: string;
+  logLevel: Level;
   quota: { storageBytes: number; writeBytesPerSecond: number; requestsPerSecond: number };
   replicas: number;
 }
@@ -53,7 +54,7 @@ const FLAGS = {
 } as const satisfies Record<string, { required?: true; default?: string; help: string }>;
 
 type Flag = keyof typeof FLAGS;
-const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"];
+const LOG_LEVELS: readonly string[] = ["fatal", "error", "warn", "info", "debug", "trace"] satisfies Level[];
 const DNS_LABEL = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 export function parseFlags(argv: readonly string[]): GatewayConfig {
@@ -98,7 +99,7 @@ export function parseFlags(argv: readonly string[]): GatewayConfig {
     coreCaFile: read("--cacert"),
     coreCertFile: read("--cert"),
     coreKeyFile: read("--key"),
-    logLevel,
+    logLevel: logLevel as Level,
     quota: { storageBytes: count("--quota-storage-bytes", 1), writeBytesPerSecond: count("--quota-write-bytes-per-second", 1), requestsPerSecond: count("--quota-requests-per-second", 1) },
     replicas: count("--replicas", 1),
   };

@@ -1,11 +1,13 @@
 // The plain-HTTP side of a gateway, for the kubelet and Prometheus (neither presents a client
 // certificate): /livez answers while the process serves; /readyz reads through to core etcd, so
 // a gateway that cannot reach it leaves the Service; /metrics.
-import http from "node:http";
-import type { Logger } from "pino";
+import type { Server } from "node:net";
+import type { Logger } from "../log.ts";
 import { Status, frame, frameWriter } from "../wire/grpc.ts";
 import { assertConfined, KEYED_REQUESTS } from "../keys.ts";
 import { range } from "../api/kv.ts";
+import { CONTENT_TYPE } from "./exposition.ts";
+import { serveHttp1, type Answer } from "./http1.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { CallContext } from "../calls/method.ts";
 import type { CoreConnection } from "../core/upstream.ts";
@@ -29,36 +31,29 @@ export interface HealthState {
   usage: { counting: boolean };
 }
 
-export function startHealthServer(host: string, port: number, ctx: CallContext, core: CoreConnection, metrics: GatewayMetrics, state: HealthState, log: Logger): Promise<http.Server> {
+export function startHealthServer(host: string, port: number, ctx: CallContext, core: CoreConnection, metrics: GatewayMetrics, state: HealthState, log: Logger): Promise<Server> {
   const probe = readinessRequest(ctx);
-  const server = http.createServer(async (request, response) => {
-    const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
-      response.writeHead(status, { "content-type": type });
-      response.end(body);
-    };
+  const text = (status: number, body: string): Answer => ({ status, body });
+  return serveHttp1(host, port, async (method, target) => {
     try {
-      if (request.method !== "GET") return reply(405, "GET only\n");
-      switch (request.url) {
+      if (method !== "GET") return text(405, "GET only\n");
+      switch (target) {
         case "/livez":
-          return reply(200, "ok\n");
+          return text(200, "ok\n");
         case "/readyz": {
-          if (!state.serving) return reply(503, "shutting down\n");
-          if (state.usage.counting) return reply(503, "counting the tenant's usage\n");
+          if (!state.serving) return text(503, "shutting down\n");
+          if (state.usage.counting) return text(503, "counting the tenant's usage\n");
           const answer = await core.call("/etcdserverpb.KV/Range", { "grpc-timeout": READINESS_TIMEOUT }, probe, 4096);
-          return answer.code === Status.OK ? reply(200, "ok\n") : reply(503, `core etcd: ${answer.message || `gRPC status ${answer.code}`}\n`);
+          return answer.code === Status.OK ? text(200, "ok\n") : text(503, `core etcd: ${answer.message || `gRPC status ${answer.code}`}\n`);
         }
         case "/metrics":
-          return reply(200, await metrics.registry.metrics(), metrics.registry.contentType);
+          return { status: 200, body: await metrics.exposition(), type: CONTENT_TYPE };
         default:
-          return reply(404, "/livez, /readyz or /metrics\n");
+          return text(404, "/livez, /readyz or /metrics\n");
       }
     } catch (error) {
       log.error({ err: (error as Error).message }, "health endpoint failed");
-      if (!response.headersSent) reply(500, "internal error\n");
+      return text(500, "internal error\n");
     }
-  });
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => resolve(server));
   });
 }

@@ -1,12 +1,14 @@
 // The four pieces of TLS material a gateway uses, read from the mounted Secret and ConfigMap
 // files: its serving certificate and the client-CA bundle (towards tenants), core etcd's CA and the
-// client certificate (towards core etcd). The files are read again every second; a complete, valid
-// change takes effect for new connections at once, so a renewal or a CA rotation never restarts
-// the gateway. A half-written change (a certificate without its new key) waits for the rest.
+// client certificate (towards core etcd). The files are looked at every second (their inode, size
+// and times: the kubelet swaps a volume's files for new ones, and any write changes the times) and
+// read again when one changed, and every minute whatever their look; a complete, valid change takes
+// effect for new connections at once, so a renewal or a CA rotation never restarts the gateway. A
+// half-written change (a certificate without its new key) waits for the rest.
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { readFileSync } from "node:fs";
-import type { Logger } from "pino";
+import { readFileSync, statSync } from "node:fs";
+import type { Logger } from "../log.ts";
 import { ConfigError, type GatewayConfig } from "./config.ts";
 
 export interface KeyPairWithCa {
@@ -19,6 +21,8 @@ type Files = Pick<GatewayConfig, "certFile" | "keyFile" | "trustedCaFile" | "cor
 type Side = "serving" | "core";
 
 const RELOAD_INTERVAL_MS = 1_000;
+// Read whatever the files look like after this many looks: a safety net under the change check.
+const READ_EVERY = 60;
 // Which flag names each file, for messages.
 const SIDES: Record<Side, { cert: [keyof Files, string]; key: [keyof Files, string]; ca: [keyof Files, string] }> = {
   serving: { cert: ["certFile", "--cert-file"], key: ["keyFile", "--key-file"], ca: ["trustedCaFile", "--trusted-ca-file"] },
@@ -64,16 +68,26 @@ function check(material: KeyPairWithCa, spec: (typeof SIDES)[Side], files: Files
 /** Watches the files; calls `apply` with a side's material whenever it changed and is complete and valid. */
 export function watchMaterial(files: Files, current: Record<Side, KeyPairWithCa>, apply: (side: Side, material: KeyPairWithCa) => void, log: Logger): () => void {
   const rejected: Partial<Record<Side, string>> = {};
+  // Each side's files as last looked at: inode, size, modification and change times.
+  const looks: Partial<Record<Side, string>> = {};
   let busy = false;
+  let ticks = 0;
   const timer = setInterval(async () => {
     if (busy) return;
     busy = true;
+    const readAnyway = ++ticks % READ_EVERY === 0;
     try {
       for (const side of ["serving", "core"] as const) {
         const spec = SIDES[side];
+        const paths = [spec.cert, spec.key, spec.ca].map(([field]) => files[field]);
         let fresh: KeyPairWithCa;
         try {
-          const [cert, key, ca] = await Promise.all([spec.cert, spec.key, spec.ca].map(([field]) => readFile(files[field])));
+          // Synchronous: a look at three files of a memory-backed volume takes microseconds, and
+          // sent to libuv's thread pool it cost an idle gateway more than the look itself.
+          const look = paths.map((path) => statSync(path)).map((s) => `${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`).join(" ");
+          if (look === looks[side] && !readAnyway) continue;
+          looks[side] = look;
+          const [cert, key, ca] = await Promise.all(paths.map((path) => readFile(path)));
           fresh = { cert: cert!, key: key!, ca: ca! };
         } catch {
           continue; // a file briefly missing while the kubelet swaps the volume

@@ -20,7 +20,7 @@
 // the next waits until READ_SPACING x d later, so that however many keys a tenant stores, these
 // reads keep core etcd busy at most a tenth of the time per replica; writes that need one wait.
 import type { ClientHttp2Stream } from "node:http2";
-import type { Logger } from "pino";
+import type { Logger } from "../log.ts";
 import { frame, frameWriter } from "../wire/grpc.ts";
 import { assertConfined, KEYED_REQUESTS, type TenantKeyspace } from "../keys.ts";
 import { answerDecoder, type CoreConnection } from "../core/upstream.ts";

@@ -1,5 +1,5 @@
 // The gateway's command line (gateway/shell/config.ts, gateway/shell/tls.ts, gateway/main.ts), run as the proxy
-// pod runs it: `node gateway/main.ts --flag=value ...`. A bad setting stops it at start with exit
+// pod runs it: `node dist/gateway/main.js --flag=value ...` (the build of test/support/build.ts). A bad setting stops it at start with exit
 // code 2 and exactly one line on stderr naming the flag, before it serves anything. The same flags
 // with nothing wrong start a gateway that serves /livez and stops with 0 on SIGTERM: each refusal
 // is the one change's doing.
@@ -11,10 +11,12 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { ensureBuilt } from "../support/build.ts";
 import { makeCorePki } from "../support/requests.ts";
 import { freePort, httpGet, waitFor } from "../e2e/harness.ts";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
+ensureBuilt();
 
 interface Run {
   code: number | null;
@@ -26,7 +28,7 @@ interface Run {
 /** Starts the gateway; `ready`, if given, runs once it is up and may stop it. Killed after 20 s whatever happens. */
 function runGateway(args: readonly string[], ready?: (pid: number) => Promise<void>): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["gateway/main.ts", ...args], { cwd: REPO, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, ["dist/gateway/main.js", ...args], { cwd: REPO, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" }, stdio: ["ignore", "pipe", "pipe"] });
     const output = { stdout: "", stderr: "" };
     child.stdout.on("data", (chunk: Buffer) => (output.stdout += chunk.toString()));
     child.stderr.on("data", (chunk: Buffer) => (output.stderr += chunk.toString()));

@@ -2,7 +2,7 @@
 // Failover between members runs against a real 3-member cluster in e2e/faults.test.ts.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { pino } from "pino";
+import { createLogger } from "../../gateway/log.ts";
 import { GrpcError } from "../../gateway/wire/grpc.ts";
 import { CoreConnection } from "../../gateway/core/upstream.ts";
 
@@ -13,7 +13,7 @@ const tls = { ca: Buffer.alloc(0), cert: Buffer.alloc(0), key: Buffer.alloc(0) }
 test("gateways start at different members, and each tries every member once before it gives up", async () => {
   const first = new Set<string>();
   for (let i = 0; i < 20; i++) {
-    const core = new CoreConnection(ENDPOINTS, tls, pino({ level: "silent" }));
+    const core = new CoreConnection(ENDPOINTS, tls, createLogger("silent"));
     const refusal = await core.open("/etcdserverpb.KV/Range", {}).then(
       () => assert.fail("nothing listens there"),
       (error: unknown) => error,

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import { test } from "node:test";
-import { pino } from "pino";
+import { createLogger } from "../../gateway/log.ts";
 import { frame, frameWriter } from "../../gateway/wire/grpc.ts";
 import { TenantKeyspace } from "../../gateway/keys.ts";
 import type { CoreAnswer, CoreConnection } from "../../gateway/core/upstream.ts";
@@ -83,7 +83,7 @@ class HeldCore {
 const settled = () => new Promise((resolve) => setImmediate(resolve));
 
 function view(core: HeldCore, clock: { now: number }): { usage: TenantUsage; confirmations: Confirmation[] } {
-  const usage = new TenantUsage(core as unknown as CoreConnection, new TenantKeyspace("/etcdstorage/t/"), pino({ level: "silent" }), () => clock.now);
+  const usage = new TenantUsage(core as unknown as CoreConnection, new TenantKeyspace("/etcdstorage/t/"), createLogger("silent"), () => clock.now);
   const confirmations: Confirmation[] = [];
   usage.onConfirmation((how) => confirmations.push(how));
   usage.start();
