@@ -23,6 +23,11 @@ export interface TenantNames {
   trustedCa: string;
   cleanupJob: string;
   restoreJob: string;
+  /**
+   * The CronJob of spec.backup: etcd-<name> as the proxy's Deployment and Service (another kind).
+   * A CronJob's name has at most 52 characters (its Jobs add 11), which a longer one would exceed.
+   */
+  backupCronJob: string;
 }
 
 export function tenantNames(tenant: string): TenantNames {
@@ -36,6 +41,7 @@ export function tenantNames(tenant: string): TenantNames {
     trustedCa: `${proxy}-trusted-ca`,
     cleanupJob: `${proxy}-cleanup`,
     restoreJob: `${proxy}-restore`,
+    backupCronJob: proxy,
   };
 }
 

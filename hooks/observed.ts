@@ -58,6 +58,7 @@ export const CHILD_TYPES = {
   Secret: { apiVersion: "v1", key: "Secret.v1", resource: "secrets" },
   ConfigMap: { apiVersion: "v1", key: "ConfigMap.v1", resource: "configmaps" },
   Job: { apiVersion: "batch/v1", key: "Job.batch/v1", resource: "jobs" },
+  CronJob: { apiVersion: "batch/v1", key: "CronJob.batch/v1", resource: "cronjobs" },
 } as const;
 
 export type ChildKind = keyof typeof CHILD_TYPES;

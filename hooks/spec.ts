@@ -40,6 +40,13 @@ export interface Quota {
   requestsPerSecond: number;
 }
 
+/** spec.backup: scheduled backups onto a claim in the proxy namespace, the newest `keep` kept. */
+export interface BackupSchedule {
+  schedule: string;
+  keep: number;
+  volumeClaim: string;
+}
+
 export interface EtcdStorageSpec {
   caCertConfigMap: Destination[];
   clientCertSecret: Destination[];
@@ -53,6 +60,7 @@ export interface EtcdStorageSpec {
   clientCertificateValidity: number;
   /** spec.dataSource: the EtcdStorageBackup whose file is restored before the gateway serves. */
   dataSource?: { backup: string };
+  backup?: BackupSchedule;
 }
 
 export type SpecResult = { valid: true; spec: EtcdStorageSpec } | { valid: false; problems: string[]; nameValid: boolean };
@@ -118,6 +126,7 @@ function computeSpec(name: string, specInput: unknown, config: SpecConfig): Spec
     servingCertificateValidity: parseDuration(raw.servingCertificateValidity)!,
     clientCertificateValidity: parseDuration(raw.clientCertificateValidity)!,
     ...(raw.dataSource ? { dataSource: { backup: raw.dataSource.backup } } : {}),
+    ...(raw.backup ? { backup: { schedule: raw.backup.schedule, keep: raw.backup.keep, volumeClaim: raw.backup.volumeClaim } } : {}),
   };
   // The proxy namespace holds every tenant's CA keys: no destination may be written there.
   const intoProxyNamespace = (["caCertConfigMap", "clientCertSecret"] as const).flatMap((field) =>

@@ -1,6 +1,7 @@
 // The sync hook: "if the observed state were like this, what would the desired state be?"
 // Pure but for the PKI's randomness: the request, the configuration and the clock come in.
 import { planCertificates, type IssuanceEvent } from "./children/certificates.ts";
+import { buildBackupCronJob } from "./children/backup-jobs.ts";
 import { buildDeployment } from "./children/deployment.ts";
 import { buildPodDisruptionBudget } from "./children/pod-disruption-budget.ts";
 import { buildService } from "./children/service.ts";
@@ -101,7 +102,7 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
         conditions,
         certificates: pki.certificates,
       },
-      children: [gateway(buildDeployment(tenant, spec, config), restore?.serve ?? true), buildService(tenant, config), buildPodDisruptionBudget(tenant, config), ...pki.children, ...(restore?.children ?? [])],
+      children: [gateway(buildDeployment(tenant, spec, config), restore?.serve ?? true), buildService(tenant, config), buildPodDisruptionBudget(tenant, config), ...pki.children, ...(restore?.children ?? []), ...(spec.backup ? [buildBackupCronJob(tenant, spec.backup, config)] : [])],
       resyncAfterSeconds: Math.min(MAX_RESYNC_SECONDS, restore?.resyncAfterSeconds ?? Infinity, Math.max(1, Math.ceil((pki.nextStepAt.getTime() - now.getTime()) / 1000))),
     },
     report: {

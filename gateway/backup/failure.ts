@@ -13,6 +13,7 @@ export type Reason =
   | "VolumeFull"
   | "WriteFailed"
   | "OutputExists"
+  | "RetentionFailed"
   // restore, refused before writing
   | "InvalidFile"
   | "OverQuota"

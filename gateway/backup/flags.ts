@@ -31,7 +31,9 @@ const CORE: Record<string, FlagSpec> = {
 const FLAGS: Record<Command, Record<string, FlagSpec>> = {
   backup: {
     ...CORE,
-    "--out": { required: true, help: "the backup file to write (written as <file>.partial, then renamed; never overwritten)" },
+    "--out": { help: "the backup file to write (written as <file>.partial, then renamed; never overwritten); or --out-dir" },
+    "--out-dir": { help: "a directory to write the backup into, named <tenant>.<UTC time>.etcdbackup so that names sort by time (a schedule's); or --out" },
+    "--keep": { help: "with --out-dir: once the new backup is complete, delete the tenant's older <tenant>.<UTC time>.etcdbackup files there but the newest N (the new one included); nothing else is ever deleted" },
     "--read-budget-bytes": { default: String(64 * MiB), help: "what one page may make core etcd build in memory (the gateway's read budget)" },
   },
   restore: {
@@ -46,6 +48,9 @@ const FLAGS: Record<Command, Record<string, FlagSpec>> = {
   },
 };
 
+/** Where a backup goes: one named file, or a directory where it is named by time (and older ones may be deleted). */
+export type BackupOutput = { file: string } | { dir: string; keep?: number };
+
 export interface CoreSettings {
   /** Undefined: nowhere. */
   resultFile?: string;
@@ -58,7 +63,7 @@ export interface CoreSettings {
 }
 
 export type Settings =
-  | ({ command: "backup"; out: string; readBudgetBytes: number } & CoreSettings)
+  | ({ command: "backup"; out: BackupOutput; readBudgetBytes: number } & CoreSettings)
   | ({ command: "restore"; in: string; quotaBytes: number; cleanupTimeoutSeconds: number } & CoreSettings)
   | { command: "verify"; in: string; list: boolean };
 
@@ -104,8 +109,21 @@ export function parseCommandLine(argv: readonly string[]): Settings {
   if (!prefix.endsWith(`/${tenant}/`)) throw new ConfigError("--prefix", `"${prefix}" must end with "/${tenant}/"`);
   const resultFile = read("--result-file");
   const core: CoreSettings = { ...(resultFile === "-" ? {} : { resultFile }), tenant, prefix, endpoints: parseEndpoints(read("--endpoints")), coreCaFile: read("--cacert"), coreCertFile: read("--cert"), coreKeyFile: read("--key") };
-  if (command === "backup") return { command, ...core, out: read("--out"), readBudgetBytes: count("--read-budget-bytes", 1) };
+  if (command === "backup") return { command, ...core, out: backupOutput(values, (flag) => count(flag, 1)), readBudgetBytes: count("--read-budget-bytes", 1) };
   return { command: "restore", ...core, in: read("--in"), quotaBytes: count("--quota-bytes", 1), cleanupTimeoutSeconds: count("--cleanup-timeout-seconds", 0) };
+}
+
+function backupOutput(values: Map<string, string>, count: (flag: string) => number): BackupOutput {
+  const file = values.get("--out");
+  const dir = values.get("--out-dir");
+  if (file !== undefined && dir !== undefined) throw new ConfigError("--out-dir", "names a directory, and --out a file: give one of them");
+  if (values.has("--keep") && dir === undefined) throw new ConfigError("--keep", "needs --out-dir: only backups named by time in a directory are kept or deleted");
+  if (dir !== undefined) {
+    if (dir === "") throw new ConfigError("--out-dir", `is empty: ${FLAGS.backup["--out-dir"]!.help}`);
+    return { dir, ...(values.has("--keep") ? { keep: count("--keep") } : {}) };
+  }
+  if (file === undefined || file === "") throw new ConfigError("--out", `is required (or --out-dir): ${FLAGS.backup["--out"]!.help}`);
+  return { file };
 }
 
 function parseEndpoints(text: string): string[] {

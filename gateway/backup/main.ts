@@ -2,6 +2,7 @@
 // credentials (README: "Backup format"):
 //
 //   node gateway/backup/main.ts backup  --tenant=a --prefix=/etcdstorage/a/ --endpoints=... --cacert=... --cert=... --key=... --out=FILE
+//   node gateway/backup/main.ts backup  ... --out-dir=DIR [--keep=N]   (a schedule's: DIR/<tenant>.<UTC time>.etcdbackup)
 //   node gateway/backup/main.ts restore --tenant=b --prefix=/etcdstorage/b/ --endpoints=... ... --in=FILE --quota-bytes=N
 //   node gateway/backup/main.ts verify  --in=FILE [--list]
 //
@@ -24,6 +25,7 @@ import { ConfigError, parseCommandLine, type CoreSettings, type Settings } from 
 import { BackupDefect, verifyBackup, type BackupEntry } from "./format.ts";
 import { asFailure } from "./failure.ts";
 import { restore } from "./restore.ts";
+import { applyRetention, timedBackupName } from "./retention.ts";
 
 const EXIT = { ok: 0, failed: 1, badSetting: 2, refused: 3 } as const;
 
@@ -36,7 +38,8 @@ async function configure(): Promise<Settings> {
   try {
     const settings = parseCommandLine(process.argv.slice(2));
     if (settings.command !== "backup") await readable("--in", settings.in);
-    else await writableDirectory("--out", settings.out);
+    else if ("file" in settings.out) await writableDirectory("--out", settings.out.file);
+    else await writableDirectory("--out-dir", path.join(settings.out.dir, timedBackupName(settings.tenant, new Date())));
     return settings;
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
@@ -118,6 +121,16 @@ function record(settings: CoreSettings, outcome: Record<string, unknown>): void 
   }
 }
 
+/** A backup into --out, or into --out-dir named by the time it starts, then --keep's retention once it is complete. */
+async function backupInto(settings: Extract<Settings, { command: "backup" }>): Promise<Record<string, unknown>> {
+  const { out } = settings;
+  const file = "file" in out ? out.file : path.join(out.dir, timedBackupName(settings.tenant, new Date()));
+  const summary = await backup(calls, { tenant: settings.tenant, prefix: settings.prefix, out: file, readBudgetBytes: settings.readBudgetBytes });
+  if ("file" in out || out.keep === undefined) return { ...summary };
+  const deleted = await applyRetention(out.dir, settings.tenant, out.keep, path.basename(file));
+  return { ...summary, keep: out.keep, deleted: deleted.length };
+}
+
 const settings = await configure();
 if (settings.command === "verify") {
   await verify(settings.in, settings.list);
@@ -128,7 +141,7 @@ let exitCode: number = EXIT.ok;
 try {
   const summary =
     settings.command === "backup"
-      ? await backup(calls, { tenant: settings.tenant, prefix: settings.prefix, out: settings.out, readBudgetBytes: settings.readBudgetBytes })
+      ? await backupInto(settings)
       : await restore(calls, settings.tenant, { in: settings.in, quotaBytes: settings.quotaBytes, cleanupTimeoutSeconds: settings.cleanupTimeoutSeconds });
   const outcome = { [settings.command === "backup" ? "backedUp" : "restored"]: true, ...summary };
   record(settings, outcome);

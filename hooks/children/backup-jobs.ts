@@ -5,6 +5,7 @@
 // the Pod's status carries and the hooks read back (hooks/job-outcome.ts).
 import type { Config } from "../config.ts";
 import { BACKUP_LABEL, childLabels, tenantNames } from "../names.ts";
+import type { BackupSchedule } from "../spec.ts";
 import type { KubeObject } from "../observed.ts";
 import { cleanupPrefix } from "./cleanup-job.ts";
 import { coreCredentialMounts, coreCredentialVolumes, coreEtcdFlags, restrictedContainerSecurity, restrictedPodSecurity } from "./pod.ts";
@@ -122,4 +123,42 @@ export function buildRestoreJob(tenant: string, backup: string, claim: string, q
     deadlineSeconds: 6 * 3600,
     config,
   });
+}
+
+/**
+ * spec.backup: a CronJob running the backup program on the claim, each file named by the time it
+ * starts (--out-dir), the tenant's older ones deleted but the newest `keep` once a backup is
+ * complete (--keep). One at a time (Forbid): each backup makes core etcd build up to the read
+ * budget in memory, a share of the shared etcd that two at once would double. Its schedule is in
+ * UTC, whatever the controller manager's time zone.
+ */
+export function buildBackupCronJob(tenant: string, schedule: BackupSchedule, config: Config): KubeObject {
+  const labels = childLabels(tenant, "backup");
+  const job = programJob({
+    name: tenantNames(tenant).backupCronJob,
+    namespace: config.proxyNamespace,
+    labels,
+    container: "backup",
+    args: [...tenantFlags(tenant, config), `--out-dir=${BACKUPS_MOUNT}`, `--keep=${schedule.keep}`, `--result-file=${TERMINATION_LOG}`],
+    claim: schedule.volumeClaim,
+    readOnlyClaim: false,
+    deadlineSeconds: 6 * 3600,
+    config,
+  });
+  return {
+    apiVersion: "batch/v1",
+    kind: "CronJob",
+    metadata: job.metadata,
+    spec: {
+      schedule: schedule.schedule,
+      timeZone: "Etc/UTC",
+      concurrencyPolicy: "Forbid",
+      // A run missed by more than an hour (the controller down, the previous one still running)
+      // is skipped, not caught up.
+      startingDeadlineSeconds: 3600,
+      successfulJobsHistoryLimit: 3,
+      failedJobsHistoryLimit: 3,
+      jobTemplate: { metadata: { labels }, spec: job.spec },
+    },
+  };
 }

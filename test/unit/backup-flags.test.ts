@@ -34,7 +34,7 @@ describe("backup flags", () => {
       coreCaFile: "/c/ca.crt",
       coreCertFile: "/c/tls.crt",
       coreKeyFile: "/c/tls.key",
-      out: "/backups/a.bak",
+      out: { file: "/backups/a.bak" },
       readBudgetBytes: 64 * 1024 * 1024,
     });
     const restore = parseCommandLine(["restore", ...CORE, "--in=/backups/a.bak", "--quota-bytes=1048576"]);
@@ -43,6 +43,10 @@ describe("backup flags", () => {
     assert.equal(restore.command === "restore" && restore.resultFile, undefined);
     const job = parseCommandLine(["backup", ...CORE, "--out=/backups/a.bak", "--result-file=/dev/termination-log"]);
     assert.equal(job.command === "backup" && job.resultFile, "/dev/termination-log");
+    const scheduled = parseCommandLine(["backup", ...CORE, "--out-dir=/backups", "--keep=7"]);
+    assert.deepEqual(scheduled.command === "backup" && scheduled.out, { dir: "/backups", keep: 7 });
+    const unkept = parseCommandLine(["backup", ...CORE, "--out-dir=/backups"]);
+    assert.deepEqual(unkept.command === "backup" && unkept.out, { dir: "/backups" });
     assert.deepEqual(parseCommandLine(["verify", "--in=a.bak"]), { command: "verify", in: "a.bak", list: false });
     assert.deepEqual(parseCommandLine(["verify", "--in=a.bak", "--list"]), { command: "verify", in: "a.bak", list: true });
   });
@@ -54,6 +58,10 @@ describe("backup flags", () => {
     ["a flag of another command", ["backup", ...CORE, "--out=x", "--quota-bytes=5"], /^--quota-bytes: unknown flag for backup/],
     ["a flag without its value", ["backup", ...CORE, "--out"], /^--out: expected --out=value/],
     ["a missing --out", ["backup", ...CORE], /^--out: is required/],
+    ["--keep of none", ["backup", ...CORE, "--out-dir=/b", "--keep=0"], /^--keep: "0" must be a whole number of at least 1/],
+    ["--keep that is not a number", ["backup", ...CORE, "--out-dir=/b", "--keep=all"], /^--keep: "all" must be a whole number of at least 1/],
+    ["--keep without --out-dir", ["backup", ...CORE, "--out=/b/a.bak", "--keep=3"], /^--keep: needs --out-dir/],
+    ["both --out and --out-dir", ["backup", ...CORE, "--out=/b/a.bak", "--out-dir=/b"], /^--out-dir: names a directory, and --out a file: give one of them/],
     ["a missing --quota-bytes", ["restore", ...CORE, "--in=x"], /^--quota-bytes: is required/],
     ["a quota that is not a number", ["restore", ...CORE, "--in=x", "--quota-bytes=1Gi"], /^--quota-bytes: "1Gi" must be a whole number of at least 1/],
     ["a tenant that is not a DNS label", ["backup", ...CORE, "--tenant=Alpha", "--out=x"], /^--tenant: "Alpha" is not a DNS label/],
@@ -83,6 +91,12 @@ describe("the programs' exit codes", { concurrency: 4 }, () => {
     assert.match(oneLine(result.stderr), /^invalid configuration: --read-budget-bytes: "lots" must be a whole number/);
   });
 
+  test("an invalid --keep: exit 2, one line naming it", () => {
+    const result = run(["backup", ...CORE, `--out-dir=${dir}`, "--keep=-1"]);
+    assert.equal(result.status, 2);
+    assert.match(oneLine(result.stderr), /^invalid configuration: --keep: "-1" must be a whole number of at least 1/);
+  });
+
   test("credentials that cannot be read: exit 2 naming the flag", async () => {
     const result = run(["backup", ...CORE, `--out=${dir}/a.bak`]);
     assert.equal(result.status, 2);
@@ -96,6 +110,7 @@ describe("the programs' exit codes", { concurrency: 4 }, () => {
       [["restore", ...CORE, `--in=${dir}/missing.bak`, "--quota-bytes=5"], /^invalid configuration: --in: cannot read/],
       [["backup", ...CORE, `--out=${dir}/taken.bak`], /^invalid configuration: --out: .*taken.bak exists; a backup never overwrites one$/],
       [["backup", ...CORE, `--out=${dir}/no/such/dir/a.bak`], /^invalid configuration: --out: cannot write into .*: ENOENT$/],
+      [["backup", ...CORE, `--out-dir=${dir}/no/such/dir`, "--keep=2"], /^invalid configuration: --out-dir: cannot write into .*no\/such\/dir: ENOENT$/],
     ] as const) {
       const result = run([...args]);
       assert.equal(result.status, 2, result.stderr);

@@ -3,6 +3,7 @@
 // line), that a final status is never followed by a new Job, and what customize asks for.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { CronJob } from "kubernetes-models/batch/v1/CronJob";
 import { Job } from "kubernetes-models/batch/v1/Job";
 import { customizeBackup, readBackupSpec, syncBackup } from "../../hooks/backup.ts";
 import { backupJobName, buildBackupJob, buildRestoreJob } from "../../hooks/children/backup-jobs.ts";
@@ -246,5 +247,69 @@ describe("restore: spec.dataSource", () => {
     assert.deepEqual(read.spec.dataSource, { backup: "nightly" });
     const bad = readSpec(etcdStorage("beta", { ...spec, dataSource: { backup: "Nightly" } }), config);
     assert.ok(!bad.valid && bad.problems.some((p) => p.includes("must name an EtcdStorageBackup")));
+  });
+});
+
+describe("scheduled backups: spec.backup", () => {
+  const schedule = { schedule: "0 3 * * *", keep: 5, volumeClaim: "backups" };
+  const cronJobOf = async (spec: Record<string, unknown>) => {
+    const { response } = await sync({ parent: etcdStorage("alpha", spec), children: observe([]), related: namespacesRelated(["sample-system"]) }, config, now);
+    return { response, cronJob: response.children.find((c) => c.kind === "CronJob") };
+  };
+
+  test("the sync returns a CronJob: schema-valid, one at a time, in UTC, the on-demand backup Job's template writing files named by time and keeping the newest N", async () => {
+    const { cronJob } = await cronJobOf({ ...SAMPLE_SPEC, backup: schedule });
+    assert.ok(cronJob);
+    assert.doesNotThrow(() => new CronJob(structuredClone(cronJob) as never).validate());
+    assert.deepEqual([cronJob.metadata.name, cronJob.metadata.namespace], ["etcd-alpha", NS]);
+    assert.ok(cronJob.metadata.name.length <= 52, "a CronJob's name has at most 52 characters");
+    const spec = cronJob.spec as any;
+    assert.equal(spec.schedule, "0 3 * * *");
+    assert.equal(spec.timeZone, "Etc/UTC");
+    assert.equal(spec.concurrencyPolicy, "Forbid");
+    const podSpec = spec.jobTemplate.spec.template.spec;
+    assert.deepEqual(restrictedViolations(podSpec), []);
+    const container = podSpec.containers[0];
+    assert.deepEqual(container.command, ["/usr/local/bin/node", "gateway/backup/main.ts", "backup"]);
+    assert.deepEqual(container.args.slice(-3), ["--out-dir=/backups", "--keep=5", "--result-file=/dev/termination-log"]);
+    assert.deepEqual(podSpec.volumes.at(-1), { name: "backups", persistentVolumeClaim: { claimName: "backups" } });
+    // The same Job as an on-demand backup of the tenant, but for its name, labels and output flag.
+    const onDemand = structuredClone(buildBackupJob("nightly", "alpha", "backups", config).spec) as any;
+    const scheduled = structuredClone(spec.jobTemplate.spec);
+    for (const s of [onDemand, scheduled]) {
+      delete s.template.metadata.labels;
+      s.template.spec.containers[0].args = s.template.spec.containers[0].args.filter((a: string) => !/^--(out|out-dir|keep)=/.test(a));
+    }
+    assert.deepEqual(scheduled, onDemand);
+    assert.equal(spec.jobTemplate.metadata.labels["app.kubernetes.io/component"], "backup");
+    assert.equal(spec.jobTemplate.metadata.labels["etcdproxy.dev/backup"], undefined, "not selected as an EtcdStorageBackup's pods");
+  });
+
+  test("keep defaults to 7; without spec.backup there is no CronJob", async () => {
+    const { cronJob } = await cronJobOf({ ...SAMPLE_SPEC, backup: { schedule: "@daily", volumeClaim: "backups" } });
+    assert.ok((cronJob!.spec as any).jobTemplate.spec.template.spec.containers[0].args.includes("--keep=7"));
+    assert.equal((await cronJobOf(SAMPLE_SPEC)).cronJob, undefined);
+  });
+
+  const refusals: Array<[string, Record<string, unknown>, RegExp]> = [
+    ["a schedule of four fields", { schedule: "0 3 * *", volumeClaim: "b" }, /spec\.backup\.schedule: must be a cron schedule of five fields/],
+    ["a schedule with a time zone", { schedule: "TZ=Europe/Paris 0 3 * * *", volumeClaim: "b" }, /spec\.backup\.schedule: .*the time zone is always UTC/],
+    ["an unknown macro", { schedule: "@sometimes", volumeClaim: "b" }, /spec\.backup\.schedule: must be a cron schedule/],
+    ["keep 0", { schedule: "@daily", keep: 0, volumeClaim: "b" }, /spec\.backup\.keep: must be from 1 to 1000 backups to keep/],
+    ["keep 1001", { schedule: "@daily", keep: 1001, volumeClaim: "b" }, /spec\.backup\.keep: must be from 1 to 1000/],
+    ["a claim that is no name", { schedule: "@daily", volumeClaim: "Backups!" }, /spec\.backup\.volumeClaim: must name a PersistentVolumeClaim/],
+    ["no claim", { schedule: "@daily" }, /spec\.backup.*volumeClaim/],
+  ];
+  for (const [what, backup, message] of refusals) {
+    test(`refused: ${what}, with the schema's message`, () => {
+      const read = readSpec(etcdStorage("alpha", { ...SAMPLE_SPEC, backup }), config);
+      assert.equal(read.valid, false);
+      assert.match(!read.valid ? read.problems.join("; ") : "", message);
+    });
+  }
+  test("accepted: five fields with ranges, steps, lists and names; each macro", () => {
+    for (const schedule of ["*/15 2-4 1,15 JAN-DEC MON-FRI", "0 3 * * *", "@hourly", "@weekly", "@monthly", "@yearly"]) {
+      assert.equal(readSpec(etcdStorage("alpha", { ...SAMPLE_SPEC, backup: { schedule, volumeClaim: "b" } }), config).valid, true, schedule);
+    }
   });
 });
