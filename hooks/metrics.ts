@@ -57,26 +57,31 @@ export function createMetrics(): Metrics {
 
   const lastBackup = new Gauge({
     name: "etcdstorage_tenant_last_backup_timestamp_seconds",
-    help: "When the newest successful EtcdStorageBackup of the tenant completed (unix seconds), as this hook server has seen it in the backups' statuses (each completed backup is seen again at every resync). Alert on time() minus its max by tenant.",
+    help: "When the newest successful backup of the tenant completed (unix seconds), as this hook server has seen it: an EtcdStorageBackup's status, or the lastSuccessfulTime of the tenant's scheduled backups' CronJob (each seen again at every resync). Alert on time() minus its max by tenant.",
     labelNames: ["tenant"] as const,
     registers: [registry],
   });
   const lastBackups = new Map<string, number>();
+  const backedUp = (tenant: string | undefined, at: Date | undefined) => {
+    if (tenant === undefined || at === undefined) return;
+    const seconds = at.getTime() / 1000;
+    if (!Number.isFinite(seconds) || seconds <= (lastBackups.get(tenant) ?? -Infinity)) return;
+    lastBackups.set(tenant, seconds);
+    lastBackup.set({ tenant }, seconds);
+  };
 
   return {
     registry,
     backup(report) {
-      if (report.tenant === undefined || report.completedAt === undefined) return;
-      const seconds = report.completedAt.getTime() / 1000;
-      if (!Number.isFinite(seconds) || seconds <= (lastBackups.get(report.tenant) ?? -Infinity)) return;
-      lastBackups.set(report.tenant, seconds);
-      lastBackup.set({ tenant: report.tenant }, seconds);
+      backedUp(report.tenant, report.completedAt);
     },
     hookCall(hook, outcome, seconds) {
       calls.inc({ hook, outcome });
       if (seconds !== undefined) duration.observe({ hook, outcome }, seconds);
     },
     report(report) {
+      // A scheduled backup (spec.backup's CronJob) counts as one taken on demand.
+      backedUp(report.tenant, report.lastBackupAt);
       for (const event of report.events) {
         // Promotion hands the issuer role to a CA that already exists: a rotation, not an issuance.
         if (event.what === "Promoted") rotations.inc({ kind: event.certificate });

@@ -12,7 +12,7 @@ import { echoChildren } from "./echo.ts";
 import { tenantAddresses, tenantNames } from "./names.ts";
 import { findObject, type HookRequest, type HookResponse, type KubeObject } from "./observed.ts";
 import { planRestore } from "./restore.ts";
-import { readSpec, type Quota } from "./spec.ts";
+import { readSpec, type BackupSchedule, type Quota } from "./spec.ts";
 import { carriesEveryTransition, proxyAvailable, ready, withTransitionTimes, type ConditionInput } from "./status.ts";
 
 /** What the hook did besides answering, for logs and metrics; never part of the response. */
@@ -26,6 +26,8 @@ export interface SyncReport {
    * changed, and no certificate step or expiry comes before then. Set only by sync.
    */
   stableUntil?: Date;
+  /** When the newest scheduled backup (spec.backup's CronJob) succeeded, as its status says. */
+  lastBackupAt?: Date;
 }
 
 export interface HookResult {
@@ -82,6 +84,7 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
   const restore = spec.dataSource ? planRestore(request, spec.dataSource, spec.quota.storage.bytes, config) : undefined;
   const parts = [...(restore ? [restore.condition] : []), proxy, certificatesCondition, coreCondition, destinations.condition];
   const addresses = tenantAddresses(tenant, config);
+  const scheduled = spec.backup ? scheduledBackupStatus(spec.backup, findObject(request.children, "CronJob", config.proxyNamespace, tenantNames(tenant).backupCronJob)) : undefined;
   const conditions = withTransitionTimes(
     [ready(parts, `etcd is served at ${addresses.endpoint} under ${addresses.prefix}`), ...parts],
     previous,
@@ -101,6 +104,7 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
         quota: quotaStatus(spec.quota),
         conditions,
         certificates: pki.certificates,
+        ...(scheduled ? { backup: scheduled.status } : {}),
       },
       children: [gateway(buildDeployment(tenant, spec, config), restore?.serve ?? true), buildService(tenant, config), buildPodDisruptionBudget(tenant, config), ...pki.children, ...(restore?.children ?? []), ...(spec.backup ? [buildBackupCronJob(tenant, spec.backup, config)] : [])],
       resyncAfterSeconds: Math.min(MAX_RESYNC_SECONDS, restore?.resyncAfterSeconds ?? Infinity, Math.max(1, Math.ceil((pki.nextStepAt.getTime() - now.getTime()) / 1000))),
@@ -111,7 +115,20 @@ export async function sync(request: HookRequest, config: Config, now: Date): Pro
       events: pki.events,
       certificates: pki.certificates.map(({ name, secret, notAfter }) => ({ name, secret, notAfter })),
       ...(stable ? { stableUntil: new Date(stableUntil) } : {}),
+      ...(scheduled?.lastBackupAt ? { lastBackupAt: scheduled.lastBackupAt } : {}),
     },
+  };
+}
+
+/** status.backup: spec.backup in effect, and when its CronJob last started a backup and last had one succeed. */
+function scheduledBackupStatus(schedule: BackupSchedule, cronJob: KubeObject | undefined): { status: Record<string, unknown>; lastBackupAt?: Date } {
+  const observed = (cronJob?.status ?? {}) as { lastScheduleTime?: unknown; lastSuccessfulTime?: unknown };
+  const time = (value: unknown) => (typeof value === "string" && !Number.isNaN(Date.parse(value)) ? value : undefined);
+  const lastScheduleTime = time(observed.lastScheduleTime);
+  const lastSuccessfulTime = time(observed.lastSuccessfulTime);
+  return {
+    status: { ...schedule, ...(lastScheduleTime ? { lastScheduleTime } : {}), ...(lastSuccessfulTime ? { lastSuccessfulTime } : {}) },
+    ...(lastSuccessfulTime ? { lastBackupAt: new Date(lastSuccessfulTime) } : {}),
   };
 }
 

@@ -291,6 +291,19 @@ describe("scheduled backups: spec.backup", () => {
     assert.equal((await cronJobOf(SAMPLE_SPEC)).cronJob, undefined);
   });
 
+  test("status.backup: the schedule in effect and what the CronJob last did; its last success feeds /metrics as an on-demand backup does", async () => {
+    const { response: first } = await cronJobOf({ ...SAMPLE_SPEC, backup: schedule });
+    assert.deepEqual(first.status.backup, schedule);
+    const cronJob = first.children.find((c) => c.kind === "CronJob")!;
+    const observed = { ...cronJob, status: { lastScheduleTime: "2026-11-22T03:00:00Z", lastSuccessfulTime: "2026-11-22T03:04:10Z" } };
+    const { response, report } = await sync({ parent: etcdStorage("alpha", { ...SAMPLE_SPEC, backup: schedule }), children: observe([observed]), related: namespacesRelated(["sample-system"]) }, config, now);
+    assert.deepEqual(response.status.backup, { ...schedule, lastScheduleTime: "2026-11-22T03:00:00Z", lastSuccessfulTime: "2026-11-22T03:04:10Z" });
+    assert.deepEqual(report.lastBackupAt, new Date("2026-11-22T03:04:10Z"));
+    const metrics = createMetrics();
+    metrics.report(report);
+    assert.match(await metrics.registry.metrics(), new RegExp(`etcdstorage_tenant_last_backup_timestamp_seconds\\{tenant="alpha"\\} ${Date.parse("2026-11-22T03:04:10Z") / 1000}\\b`));
+  });
+
   const refusals: Array<[string, Record<string, unknown>, RegExp]> = [
     ["a schedule of four fields", { schedule: "0 3 * *", volumeClaim: "b" }, /spec\.backup\.schedule: must be a cron schedule of five fields/],
     ["a schedule with a time zone", { schedule: "TZ=Europe/Paris 0 3 * * *", volumeClaim: "b" }, /spec\.backup\.schedule: .*the time zone is always UTC/],
