@@ -280,7 +280,7 @@ func suiteContext(t testing.TB) context.Context {
 // observe the compaction (upstream waits on the test's context, 30 s here): the store's compactor
 // reads compact_rev_key a second after the store is built and then watches it, so directly on core
 // etcd it observes a compaction within about a second.
-const compactionObservedWithin = 10 * time.Second
+const compactionObservedWithin = 5 * time.Second
 
 // swappableTransformer is how a transformer is replaced here: upstream's storeWithPrefixTransformer
 // and storeWithTransformerOverride assign the unexported fields store.transformer and
