@@ -5,9 +5,10 @@
 // test/support/parts.ts: nothing is compiled here. The etcd3 store's suite runs on etcd 3.6, the
 // watch cache's on every line (harness.ts's ETCD_LINES).
 //
-// Each path has a core etcd of its own, so the direct and gateway halves run at once, as two
-// processes of the binary. The few suite tests that need an etcd never written to skip there, and
-// run again alone, each on a fresh core etcd (test/kubernetes/storage/suite_test.go says why).
+// Each path has a core etcd of its own, so the direct and gateway halves run at once, as processes
+// of the binary, each suite in two shards (its watch tests, the rest) on core etcds of their own.
+// The few suite tests that need an etcd never written to skip there, and run again alone, each on
+// a fresh core etcd (test/kubernetes/storage/suite_test.go says why).
 //
 // Asserted: every suite test that runs has a "direct" and a "gateway" subtest, and both passed (the
 // sets of passing direct and gateway tests are equal); what did not run is exactly what the Go
@@ -16,7 +17,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { after, describe, test, type TestContext } from "node:test";
+import { after, before, describe, test, type TestContext } from "node:test";
 import { part } from "../support/parts.ts";
 import { testConfig } from "../support/requests.ts";
 import { ETCD_LINES, spawnManaged, startCoreEtcd, stopAll, tempDir, type CoreEtcd, type EtcdLine } from "./harness.ts";
@@ -56,6 +57,8 @@ const ETCD3_FRESH = ["false", "true"].flatMap((rangeStream) =>
 interface Suite {
   /** The binary's top-level test. */
   top: "TestCacher" | "TestEtcd3";
+  /** The main run, in shards that run at once, each on core etcds of its own: `-test.run` and `-test.skip` patterns. */
+  shards: ReadonlyArray<{ run: string; skip?: string }>;
   /** What core etcd runs with for the main run (the fresh runs: etcd's default). */
   progressNotifyInterval: string;
   notRun: readonly string[];
@@ -64,8 +67,15 @@ interface Suite {
   tests: number;
 }
 
-const CACHER: Suite = { top: "TestCacher", progressNotifyInterval: DEFAULT_PROGRESS_NOTIFY_INTERVAL, notRun: CACHER_NOT_RUN, fresh: CACHER_FRESH, tests: 52 };
-const ETCD3: Suite = { top: "TestEtcd3", progressNotifyInterval: PROGRESS_NOTIFY_INTERVAL, notRun: [], fresh: ETCD3_FRESH, tests: 68 };
+/** A suite's watch tests, and the others. */
+const shards = (top: string) => [{ run: `^${top}$`, skip: `^${top}$/^Watch$` }, { run: `^${top}$/^Watch$` }];
+
+const CACHER: Suite = { top: "TestCacher", shards: shards("TestCacher"), progressNotifyInterval: DEFAULT_PROGRESS_NOTIFY_INTERVAL, notRun: CACHER_NOT_RUN, fresh: CACHER_FRESH, tests: 52 };
+const ETCD3: Suite = { top: "TestEtcd3", shards: shards("TestEtcd3"), progressNotifyInterval: PROGRESS_NOTIFY_INTERVAL, notRun: [], fresh: ETCD3_FRESH, tests: 68 };
+/** What runs: the etcd3 store's suite on 3.6, the watch cache's on every line. */
+const SUITE_LINES: ReadonlyArray<{ suite: Suite; line: EtcdLine }> = [...ETCD_LINES.map((line) => ({ suite: CACHER, line })), { suite: ETCD3, line: "3.6" }];
+// The tests that need a fresh etcd run one after the other in this many lanes per suite and line.
+const FRESH_LANES = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Paths and runs
@@ -79,8 +89,12 @@ interface PathBackends {
 }
 
 async function startPath(dir: string, pathName: PathName, line: EtcdLine, progressNotifyInterval: string): Promise<PathBackends> {
-  const flag = line === "3.5" ? "--experimental-watch-progress-notify-interval" : "--watch-progress-notify-interval";
-  const core = await startCoreEtcd(path.join(dir, pathName), { line, extraFlags: [`${flag}=${progressNotifyInterval}`] });
+  const interval = line === "3.5" ? "--experimental-watch-progress-notify-interval" : "--watch-progress-notify-interval";
+  // As upstream's test etcd (etcd3/testserver's NewTestConfig: UnsafeNoFsync): some suite tests
+  // write against the clock (RunTestOptionalWatchBookmarksWithCorrectResourceVersion: 100 creates
+  // within 3 s).
+  const flags = [`${interval}=${progressNotifyInterval}`, "--unsafe-no-fsync"];
+  const core = await startCoreEtcd(path.join(dir, pathName), { line, extraFlags: flags });
   if (pathName === "direct") return { path: pathName, core };
   const config = testConfig({ CORE_ETCD_ENDPOINTS: core.endpoint });
   const spec = { clientCertSecret: [{ name: "etcd-client", namespace: `${TENANT}-system` }], quota: QUOTA };
@@ -134,15 +148,16 @@ function runPattern(name: string): string {
   return name.split("/").map((level) => `^${level.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`).join("/");
 }
 
-/** Runs the built suite's tests `name` against one path, with `-test.v` output parsed; then stops the path's processes. */
-async function runSuite(backends: PathBackends, name: string, progressNotifyInterval: string): Promise<Run> {
+/** Runs the built suite's tests (`-test.run`, `-test.skip`) against one path, with `-test.v` output parsed; then stops the path's processes. */
+async function runSuite(backends: PathBackends, tests: { run: string; skip?: string }, progressNotifyInterval: string): Promise<Run> {
   const started = Date.now();
-  const args = ["-test.v", `-test.run=${runPattern(name)}`, `-test.timeout=${SUITE_TIMEOUT}`];
+  const args = ["-test.v", `-test.run=${tests.run}`, ...(tests.skip === undefined ? [] : [`-test.skip=${tests.skip}`]), `-test.timeout=${SUITE_TIMEOUT}`];
   const child = spawnManaged(part("storage-suite"), args, { cwd: os.tmpdir(), env: suiteEnv(backends, progressNotifyInterval) });
   const { code, signal } = await child.exited;
   const output = child.logs();
   await Promise.all([backends.tenant?.proxy.gateway.stop(), backends.core.stop()]);
-  return { what: `${name} (${backends.path})`, code, signal, output, outcomes: parseOutcomes(output), seconds: (Date.now() - started) / 1000 };
+  const what = `${tests.run}${tests.skip === undefined ? "" : ` but ${tests.skip}`} (${backends.path})`;
+  return { what, code, signal, output, outcomes: parseOutcomes(output), seconds: (Date.now() - started) / 1000 };
 }
 
 /** `--- PASS: TestX/a/b (0.01s)` lines of `go test -v` output, at any indentation. */
@@ -152,25 +167,39 @@ function parseOutcomes(output: string): Map<string, Outcome> {
   return outcomes;
 }
 
+/** A suite's backends on a line: for each main-run shard and each fresh test, a core etcd per path, and a gateway on each gateway path's. */
+interface LineBackends {
+  shards: PathBackends[][];
+  fresh: PathBackends[][];
+}
+
+async function startLine(dir: string, suite: Suite, line: EtcdLine): Promise<LineBackends> {
+  const start = (subdir: string, interval: string): Promise<PathBackends[]> => Promise.all(PATHS.map((p) => startPath(path.join(dir, subdir), p, line, interval)));
+  const [shards, fresh] = await Promise.all([
+    Promise.all(suite.shards.map((_, i) => start(`main-${i}`, suite.progressNotifyInterval))),
+    Promise.all(suite.fresh.map((_, i) => start(`fresh-${i}`, DEFAULT_PROGRESS_NOTIFY_INTERVAL))),
+  ]);
+  return { shards, fresh };
+}
+
 /**
- * A suite on one etcd line: its main run, each path on its own core etcd, the two at once; beside
- * it, one after the other, each test that needs a fresh etcd alone on one. (All at once, the
- * load of their starts made the suite miss its own deadlines: RunWatchSemantics waits 150 ms for
- * an event.)
+ * A suite on one etcd line: its main run, each shard and path on its own core etcd, all at once;
+ * beside it, each test that needs a fresh etcd alone on one, in a few lanes one after the other.
+ * Every backend is started before any test runs: some suite tests hold deadlines that the load of
+ * starts made them miss (RunWatchSemantics waits 150 ms for an event;
+ * RunTestOptionalWatchBookmarksWithCorrectResourceVersion makes 100 creates within 3 s).
  */
-async function runLine(suite: Suite, line: EtcdLine): Promise<Run[]> {
-  const dir = await tempDir(`storage-suite-${suite.top}-${line}-`);
-  const runPath = async (subdir: string, p: PathName, name: string, interval: string): Promise<Run> =>
-    runSuite(await startPath(path.join(dir, subdir), p, line, interval), name, interval);
-  const main = Promise.all(PATHS.map((p) => runPath("main", p, suite.top, suite.progressNotifyInterval)));
-  const fresh = (async () => {
+async function runLine(suite: Suite, backends: LineBackends): Promise<Run[]> {
+  const main = Promise.all(suite.shards.flatMap((shard, i) => backends.shards[i]!.map((b) => runSuite(b, shard, suite.progressNotifyInterval))));
+  const lanes = Array.from({ length: FRESH_LANES }, async (_, lane) => {
     const runs: Run[] = [];
     for (const [i, name] of suite.fresh.entries()) {
-      for (const p of PATHS) runs.push(await runPath(`fresh-${i}`, p, name, DEFAULT_PROGRESS_NOTIFY_INTERVAL));
+      if (i % FRESH_LANES !== lane) continue;
+      for (const b of backends.fresh[i]!) runs.push(await runSuite(b, { run: runPattern(name) }, DEFAULT_PROGRESS_NOTIFY_INTERVAL));
     }
     return runs;
-  })();
-  return [...(await main), ...(await fresh)];
+  });
+  return [...(await main), ...(await Promise.all(lanes)).flat()];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,16 +314,22 @@ async function checkSuite(t: TestContext, suite: Suite, runs: readonly Run[]): P
 }
 
 describe("Kubernetes' storage conformance suite, directly and through the gateway", { concurrency: true }, () => {
+  const backends = new Map<string, LineBackends>();
+  const key = (suite: Suite, line: EtcdLine): string => `${suite.top} ${line}`;
+
+  before(async () => {
+    await Promise.all(SUITE_LINES.map(async ({ suite, line }) => {
+      backends.set(key(suite, line), await startLine(await tempDir(`storage-suite-${suite.top}-${line}-`), suite, line));
+    }));
+  });
   after(async () => {
     await stopAll();
   });
 
-  for (const line of ETCD_LINES) {
-    test(`the watch cache (k8s.io/apiserver/pkg/storage/cacher) on etcd ${line}`, async (t) => {
-      await checkSuite(t, CACHER, await runLine(CACHER, line));
+  for (const { suite, line } of SUITE_LINES) {
+    const what = suite === CACHER ? "the watch cache (k8s.io/apiserver/pkg/storage/cacher)" : "the etcd3 store (k8s.io/apiserver/pkg/storage/etcd3)";
+    test(`${what} on etcd ${line}`, async (t) => {
+      await checkSuite(t, suite, await runLine(suite, backends.get(key(suite, line))!));
     });
   }
-  test("the etcd3 store (k8s.io/apiserver/pkg/storage/etcd3) on etcd 3.6", async (t) => {
-    await checkSuite(t, ETCD3, await runLine(ETCD3, "3.6"));
-  });
 });
