@@ -11,7 +11,7 @@
 // target spends is taken from etcd.
 // Environment: BENCH_DATA_SECONDS (default 5) per run, BENCH_DATA_ROUNDS (default 5), BENCH_DATA_LOADS.
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import { etcdRelease, freePort, httpGet, spawnManaged, startCoreEtcd, stopAll, tcpAccepts, tempDir, waitFor } from "../test/e2e/harness.ts";
 import { find, startTenant } from "../test/e2e/tenant.ts";
 import { parseQuantity } from "../hooks/quantity.ts";
+import { memoryCgroup } from "./cgroup.ts";
 import { readSpec } from "../hooks/spec.ts";
 import { etcdStorage, testConfig, unb64 } from "../test/support/requests.ts";
 
@@ -147,40 +148,6 @@ http {
   const managed = spawnManaged(nginx, ["-p", `${prefix}/`, "-c", path.join(prefix, "nginx.conf"), "-e", "stderr"], PROCESS_OPTIONS);
   await waitFor("nginx listening", () => tcpAccepts(port));
   return { endpoint: `https://127.0.0.1:${port}`, pids: [managed.process.pid!, proxy.pid] };
-}
-
-/**
- * A memory cgroup with the proxy container's memory limit, when this machine lets us make one (as
- * root, cgroup v1 or v2): Node sizes its heap from the limit it runs in, as it does in a pod, so
- * the memory measured is the pod's. Elsewhere the gateway runs unconfined, and says so.
- */
-function memoryCgroup(dir: string, limitBytes: number): { wrapper: string; peakMiB(): number; oomKills(): number; remove(): void } | undefined {
-  const v2 = "/sys/fs/cgroup";
-  const v1 = "/sys/fs/cgroup/memory";
-  const name = `etcdstorage-bench-${process.pid}`;
-  try {
-    let files: { limit: string; peak: string; events: string; oom: RegExp };
-    let group: string;
-    if (existsSync(`${v2}/cgroup.controllers`) && readFileSync(`${v2}/cgroup.controllers`, "utf8").includes("memory")) {
-      group = `${v2}/${name}`;
-      files = { limit: "memory.max", peak: "memory.peak", events: "memory.events", oom: /^oom_kill (\d+)/m };
-    } else if (existsSync(`${v1}/memory.limit_in_bytes`)) {
-      group = `${v1}/${name}`;
-      files = { limit: "memory.limit_in_bytes", peak: "memory.max_usage_in_bytes", events: "memory.oom_control", oom: /^oom_kill (\d+)/m };
-    } else return undefined;
-    mkdirSync(group);
-    writeFileSync(`${group}/${files.limit}`, String(limitBytes));
-    const wrapper = path.join(dir, "node-in-cgroup");
-    writeFileSync(wrapper, `#!/bin/sh\necho $$ > ${group}/cgroup.procs\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
-    return {
-      wrapper,
-      peakMiB: () => Number(readFileSync(`${group}/${files.peak}`, "utf8")) / (1024 * 1024),
-      oomKills: () => Number(files.oom.exec(readFileSync(`${group}/${files.events}`, "utf8"))?.[1] ?? 0),
-      remove: () => rmdirSync(group),
-    };
-  } catch {
-    return undefined;
-  }
 }
 
 /** The processes whose command line holds `text`, from /proc. */
