@@ -95,7 +95,7 @@ describe("hook server contract", () => {
       const deployment = response.children.find((c) => c.kind === "Deployment")!;
       return (deployment.spec as any).template.spec.containers.find((c: { name: string }) => c.name === "gateway").resources;
     };
-    assert.deepEqual(await proxyResources(), { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } });
+    assert.deepEqual(await proxyResources(), { requests: { cpu: "50m", memory: "96Mi" }, limits: { memory: "256Mi" } });
     const custom = { requests: { cpu: "250m", memory: "256Mi" }, limits: { cpu: 1, memory: "1Gi" } };
     assert.deepEqual(await proxyResources(custom), custom);
   });

@@ -21,7 +21,7 @@ test("defaults come from the schema, the quota's from the configuration", () => 
       caCertConfigMap: [],
       clientCertSecret: [],
       replicas: 2,
-      resources: { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } },
+      resources: { requests: { cpu: "50m", memory: "96Mi" }, limits: { memory: "256Mi" } },
       deletionPolicy: "Delete",
       quota: { storage: { quantity: "256Mi", bytes: 268435456 }, writeBytesPerSecond: { quantity: "256Ki", bytes: 262144 }, requestsPerSecond: 1000 },
       signingCertificateValidity: 87600 * 3600_000,
