@@ -72,6 +72,9 @@ const INVALID: Record<string, { name?: string; spec: Record<string, unknown> }> 
   ".spec.quota.storage#0": { spec: { quota: { storage: "9Gi" } } },
   ".spec.quota.writeBytesPerSecond#0": { spec: { quota: { writeBytesPerSecond: "32Mi" } } },
   ".spec.dataSource.backup#0": { spec: { dataSource: { backup: "Nightly" } } },
+  ".spec.backup.schedule#0": { spec: { backup: { schedule: "every night", volumeClaim: "backups" } } },
+  ".spec.backup.keep#0": { spec: { backup: { schedule: "0 3 * * *", keep: 0, volumeClaim: "backups" } } },
+  ".spec.backup.volumeClaim#0": { spec: { backup: { schedule: "0 3 * * *", volumeClaim: "Backups_Volume" } } },
 };
 
 for (const line of ETCD_LINES) describe(`real Kubernetes on both sides: kube-apiserver, the hooks, the gateway and sample-apiserver, on etcd ${line}`, () => {
