@@ -1,6 +1,7 @@
 // The prefix invariant, in one place: every key and range the gateway sends to core etcd is made
 // here, from the tenant's key and range, and lies inside the tenant's prefix; every key that comes
-// back loses the prefix here, and a key from outside the prefix is never handed to a tenant.
+// back loses the prefix here, and a key from outside the prefix is never handed to a tenant. One
+// exception, read-only and for exactly one key: the host's compaction record (HOST_COMPACTION_KEY).
 //
 // Semantics are those of etcd's own namespace (client/v3/namespace, prefixInterval): a key gets
 // the prefix in front; a range end of "\0" ("every key from here on") becomes the end of the
@@ -9,6 +10,17 @@
 // "one key" in a Watch; both are kept apart here.
 
 import { LENGTH_DELIMITED, Reader } from "./wire/protobuf.ts";
+
+/**
+ * The one key outside the prefix a tenant may read, and never write: kube-apiserver records each
+ * compaction it makes under the root key compact_rev_key (its value: the compacted revision), and
+ * every API server's store reads and watches that key to learn how far etcd is compacted
+ * (k8s.io/apiserver etcd3/compact.go, on with ListFromCacheSnapshot since 1.34); its watch cache
+ * then answers "too old" as etcd would. Under the prefix the host writes nothing. So a Range or a
+ * Watch of exactly this key, alone, reads the host's; a write, a Txn, or any range naming it stays
+ * under the prefix. Found by Kubernetes' storage suite (test/e2e/storage-suite.test.ts).
+ */
+export const HOST_COMPACTION_KEY = Buffer.from("compact_rev_key", "latin1");
 
 /** How a present-but-empty range_end reads in the request that carries it. */
 export type EmptyRangeEnd = "to-the-end" | "single-key";
@@ -56,6 +68,16 @@ export class TenantKeyspace {
     return { key, rangeEnd };
   }
 
+  /**
+   * The core range of a top-level Range or a Watch: range(), except that exactly the host's
+   * compaction key, alone (no range end, or an empty one where that means one key), is the host's.
+   */
+  readRange(tenantKey: Uint8Array, tenantRangeEnd: Uint8Array | undefined, empty: EmptyRangeEnd): CoreRange {
+    const alone = tenantRangeEnd === undefined || (tenantRangeEnd.length === 0 && empty === "single-key");
+    if (alone && HOST_COMPACTION_KEY.equals(tenantKey)) return { key: Buffer.from(HOST_COMPACTION_KEY) };
+    return this.range(tenantKey, tenantRangeEnd, empty);
+  }
+
   /** Whether a core key belongs to the tenant: it starts with the prefix. */
   isKeyInside(coreKey: Uint8Array): boolean {
     return coreKey.length >= this.prefix.length && this.prefix.compare(coreKey, 0, this.prefix.length) === 0;
@@ -76,8 +98,12 @@ export class TenantKeyspace {
     return coreKey.subarray(this.strippedStart(coreKey, 0, coreKey.length));
   }
 
-  /** Where the tenant's key starts in a core key held at `buf[start, end)`; a key outside the prefix throws. */
+  /**
+   * Where the tenant's key starts in a core key held at `buf[start, end)`; a key outside the prefix
+   * throws, but for the host's compaction key, which a tenant sees under its own name.
+   */
   strippedStart(buf: Buffer, start: number, end: number): number {
+    if (end - start === HOST_COMPACTION_KEY.length && HOST_COMPACTION_KEY.compare(buf, start, end) === 0) return start;
     const length = this.prefix.length;
     if (end - start < length || this.prefix.compare(buf, start, start + length) !== 0) throw new OutsidePrefix("core etcd returned a key outside the tenant's prefix");
     return start + length;
@@ -86,7 +112,8 @@ export class TenantKeyspace {
 
 // Where keys and range ends sit in the requests the gateway sends (etcd's rpc.proto): a field
 // number maps to what it holds, or to the message it nests.
-type Role = "key" | "rangeEnd" | KeyFields;
+// "readKey": a key inside the prefix, or exactly the host's compaction key (with no range end).
+type Role = "key" | "readKey" | "rangeEnd" | KeyFields;
 interface KeyFields {
   readonly [field: number]: Role;
 }
@@ -96,10 +123,11 @@ const COMPARE_KEYS: KeyFields = { 3: "key", 64: "rangeEnd" };
 const REQUEST_OP_KEYS: Record<number, Role> = { 1: RANGE_KEYS, 2: PUT_KEYS, 3: RANGE_KEYS };
 const TXN_KEYS: KeyFields = { 1: COMPARE_KEYS, 2: REQUEST_OP_KEYS, 3: REQUEST_OP_KEYS };
 REQUEST_OP_KEYS[4] = TXN_KEYS;
-const WATCH_KEYS: KeyFields = { 1: { 1: "key", 2: "rangeEnd" } };
+const READ_KEYS: KeyFields = { 1: "readKey", 2: "rangeEnd" };
+const WATCH_KEYS: KeyFields = { 1: READ_KEYS };
 
 /** The outgoing requests that carry keys, by message. */
-export const KEYED_REQUESTS = { RangeRequest: RANGE_KEYS, PutRequest: PUT_KEYS, DeleteRangeRequest: RANGE_KEYS, TxnRequest: TXN_KEYS, WatchRequest: WATCH_KEYS } as const;
+export const KEYED_REQUESTS = { RangeRequest: READ_KEYS, PutRequest: PUT_KEYS, DeleteRangeRequest: RANGE_KEYS, TxnRequest: TXN_KEYS, WatchRequest: WATCH_KEYS } as const;
 
 /**
  * The last check before bytes leave for core etcd, independent of how they were built: every key
@@ -110,6 +138,8 @@ export const KEYED_REQUESTS = { RangeRequest: RANGE_KEYS, PutRequest: PUT_KEYS, 
 export function assertConfined(keyspace: TenantKeyspace, fields: KeyFields, message: Buffer, start = 0, end = message.length): void {
   const reader = new Reader(message, start, end);
   let keys = 0;
+  let hostKey = false;
+  let rangeEnds = 0;
   while (reader.next()) {
     const role = fields[reader.field];
     if (role === undefined) {
@@ -119,15 +149,18 @@ export function assertConfined(keyspace: TenantKeyspace, fields: KeyFields, mess
     if (reader.wireType !== LENGTH_DELIMITED) throw new Error(`internal: field ${reader.field} of an outgoing request is not length-delimited`);
     const [valueStart, valueEnd] = reader.span();
     const value = message.subarray(valueStart, valueEnd);
-    if (role === "key") {
+    if (role === "key" || role === "readKey") {
       keys++;
-      if (!keyspace.isKeyInside(value)) throw new Error("internal: an outgoing request names a key outside the tenant's prefix");
+      hostKey = role === "readKey" && HOST_COMPACTION_KEY.equals(value);
+      if (!hostKey && !keyspace.isKeyInside(value)) throw new Error("internal: an outgoing request names a key outside the tenant's prefix");
     } else if (role === "rangeEnd") {
+      rangeEnds++;
       if (!keyspace.isRangeEndInside(value)) throw new Error("internal: an outgoing request names a range end outside the tenant's prefix");
     } else {
       assertConfined(keyspace, role, message, valueStart, valueEnd);
     }
   }
-  const namesKeys = Object.values(fields).includes("key");
+  const namesKeys = Object.values(fields).some((role) => role === "key" || role === "readKey");
   if (namesKeys && keys !== 1) throw new Error(`internal: an outgoing request names ${keys} keys where etcd reads one`);
+  if (hostKey && rangeEnds > 0) throw new Error("internal: an outgoing request reads a range from the host's compaction key");
 }

@@ -49,7 +49,7 @@ const DELETE_RANGE = { name: "DeleteRangeRequest", keyField: 1, rangeEndField: 2
 const COMPARE: KeyedMessage = { name: "Compare", keyField: 3, rangeEndField: 64, copied: { 1: V, 2: V, 4: V, 5: V, 6: V, 7: L, 8: V } };
 
 /** Writes a keyed message's translation (its bytes `[start, end)` of `buf`) into `writer`; a put is noted in `writes`. */
-function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, writes: Writes, empty: EmptyRangeEnd): void {
+function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number, ctx: CallContext, writer: Writer, writes: Writes, empty: EmptyRangeEnd, topLevelRead = false): void {
   const reader = new Reader(buf, start, end);
   let key: Buffer | undefined;
   let rangeEnd: Buffer | undefined;
@@ -84,7 +84,7 @@ function writeKeyed(spec: KeyedMessage, buf: Buffer, start: number, end: number,
   if (key === undefined || key.length === 0) throw EMPTY_KEY();
   checkKeySize(ctx.limits, key, "a key");
   if (rangeEnd !== undefined) checkKeySize(ctx.limits, rangeEnd, "a range end");
-  const core = ctx.keyspace.range(key, rangeEnd, empty);
+  const core = topLevelRead ? ctx.keyspace.readRange(key, rangeEnd, empty) : ctx.keyspace.range(key, rangeEnd, empty);
   writer.bytesField(spec.keyField, core.key);
   if (core.rangeEnd) writer.bytesField(spec.rangeEndField!, core.rangeEnd);
   if (spec.leaseField !== undefined) {
@@ -217,7 +217,7 @@ function keyedMethod(
     kind: "unary",
     keyed: KEYED_REQUESTS[request.name],
     idempotent: read,
-    request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(request, message, 0, message.length, ctx, writer, writes, emptyRangeEnd)),
+    request: (message, ctx) => translate(message, ctx, (writer, writes) => writeKeyed(request, message, 0, message.length, ctx, writer, writes, emptyRangeEnd, request === RANGE)),
     response: answer(answerFields, answerName),
     ...(built ? { answerBytes: (framed: Buffer, ctx: CallContext) => built(framed, ctx.storage) } : {}),
   };

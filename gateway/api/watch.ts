@@ -44,7 +44,7 @@ function writeCreate(buf: Buffer, start: number, end: number, ctx: CallContext, 
   const tenantKey = key === undefined || key.length === 0 ? SMALLEST_KEY : key;
   checkKeySize(ctx.limits, tenantKey, "a watched key");
   if (rangeEnd !== undefined) checkKeySize(ctx.limits, rangeEnd, "a watched range end");
-  const core = ctx.keyspace.range(tenantKey, rangeEnd, "single-key");
+  const core = ctx.keyspace.readRange(tenantKey, rangeEnd, "single-key");
   writer.bytesField(1, core.key);
   if (core.rangeEnd) writer.bytesField(2, core.rangeEnd);
   for (let i = 0; i < copied.length; i += 2) writer.raw(buf, copied[i]!, copied[i + 1]!);
