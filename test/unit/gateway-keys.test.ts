@@ -2,7 +2,7 @@
 // last check every keyed request passes before it is sent.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { assertConfined, KEYED_REQUESTS, OutsidePrefix, TenantKeyspace } from "../../gateway/keys.ts";
+import { assertConfined, HOST_COMPACTION_KEY, KEYED_REQUESTS, OutsidePrefix, TenantKeyspace } from "../../gateway/keys.ts";
 import type { Writer } from "../../gateway/wire/protobuf.ts";
 import { framedMessage as message, nested } from "../support/protobuf.ts";
 
@@ -39,6 +39,18 @@ describe("TenantKeyspace", () => {
     for (const outside of ["/etcdstorage/ab/x", "/etcdstorage/a", "/registry/secrets/x", ""]) assert.throws(() => keyspace.strip(b(outside)), OutsidePrefix, outside);
   });
 
+  test("the host's compaction record: a Range or Watch of exactly compact_rev_key reads the host's, any other use is the tenant's own", () => {
+    assert.equal(text(HOST_COMPACTION_KEY), "compact_rev_key");
+    assert.deepEqual(keyspace.readRange(b("compact_rev_key"), undefined, "to-the-end"), { key: b("compact_rev_key") });
+    assert.deepEqual(keyspace.readRange(b("compact_rev_key"), b(""), "single-key"), { key: b("compact_rev_key") }, "a Watch's empty range end is one key");
+    assert.equal(text(keyspace.readRange(b("compact_rev_key"), b(""), "to-the-end").key), "/etcdstorage/a/compact_rev_key", "a Range's empty range end is a range: the tenant's own");
+    assert.equal(text(keyspace.readRange(b("compact_rev_key"), b("compact_rev_kez"), "to-the-end").key), "/etcdstorage/a/compact_rev_key");
+    assert.equal(text(keyspace.readRange(b("compact_rev_key2"), undefined, "to-the-end").key), "/etcdstorage/a/compact_rev_key2");
+    assert.equal(text(keyspace.range(b("compact_rev_key"), undefined, "single-key").key), "/etcdstorage/a/compact_rev_key", "writes never name the host's");
+    assert.equal(text(keyspace.strip(b("compact_rev_key"))), "compact_rev_key", "the tenant sees it under its own name");
+    assert.throws(() => keyspace.strip(b("compact_rev_key2")), OutsidePrefix);
+  });
+
   test("prefixes are printable ASCII, start and end with '/', and are not '/'", () => {
     for (const bad of ["/", "etcdstorage/a/", "/etcdstorage/a", "/etcd storage/a/", "/etcdstorage/\u00e9/"]) assert.throws(() => new TenantKeyspace(bad), Error, bad);
   });
@@ -56,7 +68,16 @@ describe("assertConfined: the last check before a request leaves", () => {
     assert.doesNotThrow(check(KEYED_REQUESTS.TxnRequest, txn));
   });
 
+  test("the host's compaction key passes alone in a Range or a Watch, and nowhere else", () => {
+    assert.doesNotThrow(check(KEYED_REQUESTS.RangeRequest, message((w) => w.bytesField(1, HOST_COMPACTION_KEY))));
+    assert.doesNotThrow(check(KEYED_REQUESTS.WatchRequest, message((w) => nested(w, 1, (c) => c.bytesField(1, HOST_COMPACTION_KEY)))));
+  });
+
   const refused: [string, keyof typeof KEYED_REQUESTS, (w: Writer) => void][] = [
+    ["a Put of the host's compaction key", "PutRequest", (w) => w.bytesField(1, HOST_COMPACTION_KEY)],
+    ["a DeleteRange of the host's compaction key", "DeleteRangeRequest", (w) => w.bytesField(1, HOST_COMPACTION_KEY)],
+    ["a Txn reading the host's compaction key", "TxnRequest", (w) => nested(w, 2, (op) => nested(op, 1, (r) => r.bytesField(1, HOST_COMPACTION_KEY)))],
+    ["a range from the host's compaction key", "RangeRequest", (w) => (w.bytesField(1, HOST_COMPACTION_KEY), w.bytesField(2, keyspace.prefixEnd))],
     ["a key outside the prefix", "PutRequest", (w) => w.bytesField(1, b("/registry/pods/x"))],
     ["a sibling tenant's key", "RangeRequest", (w) => w.bytesField(1, b("/etcdstorage/ab/x"))],
     ["a present-but-empty range end (etcd: to the end of the keyspace)", "DeleteRangeRequest", (w) => (w.bytesField(1, b("/etcdstorage/a/x")), w.bytesField(2, b("")))],
@@ -68,6 +89,6 @@ describe("assertConfined: the last check before a request leaves", () => {
     ["a key field that is not length-delimited", "PutRequest", (w) => w.varintField(1, 5)],
   ];
   for (const [what, kind, write] of refused) {
-    test(`refuses ${what}`, () => assert.throws(check(KEYED_REQUESTS[kind], message(write)), /outside the tenant's prefix|names \d keys|not length-delimited/));
+    test(`refuses ${what}`, () => assert.throws(check(KEYED_REQUESTS[kind], message(write)), /outside the tenant's prefix|names \d keys|not length-delimited|range from the host's compaction key/));
   }
 });
