@@ -15,14 +15,31 @@ export const BACKUP_CRD_FILE = fileURLToPath(new URL("../manifests/crd-etcdstora
 const BACKUP_PLURAL = "etcdstoragebackups";
 const COMPLETE = `.status.conditions[?(@.type=="Complete")]`;
 
-export function buildCrd() {
+interface PrinterColumn {
+  name: string;
+  type: "string" | "integer" | "date";
+  jsonPath: string;
+  priority?: number;
+}
+
+interface CrdShape {
+  kind: string;
+  plural: string;
+  singular: string;
+  shortNames: string[];
+  printerColumns: PrinterColumn[];
+  schema: object;
+}
+
+/** A cluster-scoped CRD of one served version, v1alpha1, with the status subresource. */
+function crdOf(shape: CrdShape) {
   return {
     apiVersion: "apiextensions.k8s.io/v1",
     kind: "CustomResourceDefinition",
-    metadata: { name: `${PLURAL}.${GROUP}` },
+    metadata: { name: `${shape.plural}.${GROUP}` },
     spec: {
       group: GROUP,
-      names: { kind: KIND, listKind: `${KIND}List`, plural: PLURAL, singular: "etcdstorage", shortNames: ["etcds"] },
+      names: { kind: shape.kind, listKind: `${shape.kind}List`, plural: shape.plural, singular: shape.singular, shortNames: shape.shortNames },
       scope: "Cluster",
       versions: [
         {
@@ -31,54 +48,53 @@ export function buildCrd() {
           storage: true,
           // The hooks answer with the whole status; without the subresource it would be dropped.
           subresources: { status: {} },
-          additionalPrinterColumns: [
-            { name: "Ready", type: "string", jsonPath: `${READY}.status` },
-            { name: "Reason", type: "string", jsonPath: `${READY}.reason` },
-            // From status, not spec: a tenant on the default has no spec.quota.
-            { name: "Quota", type: "string", jsonPath: ".status.quota.storage" },
-            { name: "Endpoint", type: "string", jsonPath: ".status.endpoint" },
-            { name: "Prefix", type: "string", jsonPath: ".status.prefix", priority: 1 },
-            { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
-          ],
-          schema: { openAPIV3Schema: etcdStorageSchema },
+          additionalPrinterColumns: shape.printerColumns,
+          schema: { openAPIV3Schema: shape.schema },
         },
       ],
     },
   };
 }
 
+export function buildCrd() {
+  return crdOf({
+    kind: KIND,
+    plural: PLURAL,
+    singular: "etcdstorage",
+    shortNames: ["etcds"],
+    printerColumns: [
+      { name: "Ready", type: "string", jsonPath: `${READY}.status` },
+      { name: "Reason", type: "string", jsonPath: `${READY}.reason` },
+      // From status, not spec: a tenant on the default has no spec.quota.
+      { name: "Quota", type: "string", jsonPath: ".status.quota.storage" },
+      { name: "Endpoint", type: "string", jsonPath: ".status.endpoint" },
+      { name: "Prefix", type: "string", jsonPath: ".status.prefix", priority: 1 },
+      { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+    ],
+    schema: etcdStorageSchema,
+  });
+}
+
 export function buildBackupCrd() {
-  return {
-    apiVersion: "apiextensions.k8s.io/v1",
-    kind: "CustomResourceDefinition",
-    metadata: { name: `${BACKUP_PLURAL}.${GROUP}` },
-    spec: {
-      group: GROUP,
-      names: { kind: BACKUP_KIND, listKind: `${BACKUP_KIND}List`, plural: BACKUP_PLURAL, singular: "etcdstoragebackup", shortNames: ["etcdsb"] },
-      scope: "Cluster",
-      versions: [
-        {
-          name: "v1alpha1",
-          served: true,
-          storage: true,
-          subresources: { status: {} },
-          additionalPrinterColumns: [
-            { name: "Storage", type: "string", jsonPath: ".spec.storage" },
-            { name: "Complete", type: "string", jsonPath: `${COMPLETE}.status` },
-            { name: "Reason", type: "string", jsonPath: `${COMPLETE}.reason` },
-            { name: "Revision", type: "integer", jsonPath: ".status.revision" },
-            { name: "Keys", type: "integer", jsonPath: ".status.keys" },
-            { name: "Size", type: "string", jsonPath: ".status.size" },
-            { name: "Completed", type: "date", jsonPath: ".status.completionTime" },
-            { name: "File", type: "string", jsonPath: ".status.file", priority: 1 },
-            { name: "SHA256", type: "string", jsonPath: ".status.sha256", priority: 1 },
-            { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
-          ],
-          schema: { openAPIV3Schema: etcdStorageBackupSchema },
-        },
-      ],
-    },
-  };
+  return crdOf({
+    kind: BACKUP_KIND,
+    plural: BACKUP_PLURAL,
+    singular: "etcdstoragebackup",
+    shortNames: ["etcdsb"],
+    printerColumns: [
+      { name: "Storage", type: "string", jsonPath: ".spec.storage" },
+      { name: "Complete", type: "string", jsonPath: `${COMPLETE}.status` },
+      { name: "Reason", type: "string", jsonPath: `${COMPLETE}.reason` },
+      { name: "Revision", type: "integer", jsonPath: ".status.revision" },
+      { name: "Keys", type: "integer", jsonPath: ".status.keys" },
+      { name: "Size", type: "string", jsonPath: ".status.size" },
+      { name: "Completed", type: "date", jsonPath: ".status.completionTime" },
+      { name: "File", type: "string", jsonPath: ".status.file", priority: 1 },
+      { name: "SHA256", type: "string", jsonPath: ".status.sha256", priority: 1 },
+      { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+    ],
+    schema: etcdStorageBackupSchema,
+  });
 }
 
 function render(crd: object, schema: string): string {
