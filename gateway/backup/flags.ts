@@ -2,7 +2,7 @@
 // --flag=value settings with etcd's names for core etcd (--endpoints, --cacert, --cert, --key, as
 // etcdctl). A bad one stops the program with exit code 2 and one line naming the setting
 // (ConfigError, as gateway/shell/config.ts).
-import { ConfigError } from "../shell/config.ts";
+import { ConfigError, parseEndpoints } from "../shell/config.ts";
 import { TenantKeyspace } from "../keys.ts";
 
 export { ConfigError };
@@ -124,21 +124,4 @@ function backupOutput(values: Map<string, string>, count: (flag: string) => numb
   }
   if (file === undefined || file === "") throw new ConfigError("--out", `is required (or --out-dir): ${FLAGS.backup["--out"]!.help}`);
   return { file };
-}
-
-function parseEndpoints(text: string): string[] {
-  const endpoints = text.split(",").map((e) => e.trim()).filter(Boolean);
-  for (const endpoint of endpoints) {
-    let url: URL;
-    try {
-      url = new URL(endpoint);
-    } catch {
-      throw new ConfigError("--endpoints", `"${endpoint}" is not a URL`);
-    }
-    if (url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username) {
-      throw new ConfigError("--endpoints", `"${endpoint}" must be https://host:port (core etcd is reached with a client certificate)`);
-    }
-  }
-  if (endpoints.length === 0) throw new ConfigError("--endpoints", "names no endpoint");
-  return endpoints;
 }

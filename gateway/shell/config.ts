@@ -105,7 +105,8 @@ export function parseFlags(argv: readonly string[]): GatewayConfig {
   };
 }
 
-function parseEndpoints(text: string): string[] {
+/** Core etcd's client URLs from a comma-separated flag (the gateway's and the backup programs'). */
+export function parseEndpoints(text: string): string[] {
   const endpoints = text.split(",").map((e) => e.trim()).filter(Boolean);
   for (const endpoint of endpoints) {
     let url: URL;
@@ -115,7 +116,7 @@ function parseEndpoints(text: string): string[] {
       throw new ConfigError("--endpoints", `"${endpoint}" is not a URL`);
     }
     if (url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username) {
-      throw new ConfigError("--endpoints", `"${endpoint}" must be https://host:port (the gateway authenticates to core etcd with a client certificate)`);
+      throw new ConfigError("--endpoints", `"${endpoint}" must be https://host:port (core etcd is reached with a client certificate)`);
     }
   }
   if (endpoints.length === 0) throw new ConfigError("--endpoints", "names no endpoint");
