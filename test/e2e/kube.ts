@@ -270,6 +270,13 @@ export class KubeApi {
     return resource.namespaced && namespace !== undefined ? `${root}/namespaces/${namespace}/${resource.name}` : `${root}/${resource.name}`;
   }
 
+  /** The kind a resource (plural name) holds, from the server's discovery. */
+  async kindOf(apiVersion: string, resource: string): Promise<string> {
+    const found = (await this.resources(apiVersion)).find((r) => r.name === resource);
+    if (found === undefined) throw new Error(`the API server serves no ${resource} in ${apiVersion}`);
+    return found.kind;
+  }
+
   /** The collection path of a resource (plural name), across namespaces. */
   resourcePath(apiVersion: string, resource: string, namespace?: string): string {
     const root = apiVersion.includes("/") ? `/apis/${apiVersion}` : `/api/${apiVersion}`;

@@ -157,20 +157,12 @@ export class CompositeControllerStandIn {
     const strategies = new Map<string, ChildResource>();
     for (const child of this.controller.spec.childResources) {
       const items = await this.list(child.apiVersion, this.api.resourcePath(child.apiVersion, child.resource), { "controller-uid": parent.metadata.uid! });
-      const kind = items[0]?.kind ?? (await this.kindOf(child));
+      const kind = items[0]?.kind ?? (await this.api.kindOf(child.apiVersion, child.resource));
       const key = typeKey(child.apiVersion, kind);
       strategies.set(key, child);
       children[key] = Object.fromEntries(items.map((item) => [objectKey(item), item]));
     }
     return { children, strategies };
-  }
-
-  private async kindOf(child: ChildResource): Promise<string> {
-    const root = child.apiVersion.includes("/") ? `/apis/${child.apiVersion}` : `/api/${child.apiVersion}`;
-    const { resources } = await this.api.call<{ resources: Array<{ name: string; kind: string }> }>("GET", root);
-    const found = resources.find((r) => r.name === child.resource);
-    if (found === undefined) throw new Error(`the API server serves no ${child.resource} in ${child.apiVersion}`);
-    return found.kind;
   }
 
   /** One reconciliation of the parent `name`, as Metacontroller runs it on every change. */
