@@ -1,9 +1,10 @@
 // backup: every key under the tenant's prefix at one revision, the revision of the first page, read
 // in pages pinned to it (Range with revision and limit, continuing after the last key), so that
 // writes while it runs never make it inconsistent. A page makes core etcd build at most the read
-// budget in memory: its limit is the budget over the largest object a page may hold (what a tenant
-// can write through its gateway, 2 MiB, or a larger one already read). Written to <file>.partial
-// and renamed once complete and on disk: a failed backup leaves no file at <file>.
+// budget in memory: etcd reads one object more than the limit (to tell whether there are more), so
+// the limit is the budget over the largest object a page may hold (what a tenant can write through
+// its gateway, 2 MiB, or a larger one already read), less one. Written to <file>.partial and
+// renamed once complete and on disk: a failed backup leaves no file at <file>.
 import { link, open, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { DEFAULT_LIMITS } from "../tenant/limits.ts";
@@ -31,10 +32,13 @@ export interface BackupSummary extends BackupTrailer {
   pages: number;
 }
 
-/** How many keys a page may ask for, so that core etcd builds at most `budget` bytes for it. */
+/**
+ * How many keys a page may ask for, so that core etcd builds at most `budget` bytes for it: etcd
+ * reads limit + 1 objects (etcdserver/txn/range.go, rangeLimit). At least 1, whatever the budget.
+ */
 export function pageLimit(budget: number, largestSeen: number): number {
   const largest = Math.max(DEFAULT_LIMITS.maxRequestBytes, largestSeen);
-  return Math.max(1, Math.min(MAX_PAGE_KEYS, Math.floor(budget / largest)));
+  return Math.max(1, Math.min(MAX_PAGE_KEYS, Math.floor(budget / largest) - 1));
 }
 
 export async function backup(calls: TenantCalls, options: BackupOptions): Promise<BackupSummary> {

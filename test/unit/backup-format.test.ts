@@ -7,7 +7,6 @@ import { createHash } from "node:crypto";
 import { describe, test } from "node:test";
 import { crc32 } from "node:zlib";
 import fc from "fast-check";
-import { pageLimit } from "../../gateway/backup/backup.ts";
 import { BackupDefect, BackupWriter, MAGIC, MAX_RECORD_BYTES, readBackup, verifyBackup, type BackupEntry } from "../../gateway/backup/format.ts";
 
 const HEADER = { tenant: "alpha", prefix: "/etcdstorage/alpha/", revision: 42, createdAt: "2025-01-01T00:00:00.000Z" };
@@ -239,17 +238,4 @@ describe("backup format: every defect refused, by name", () => {
       assert.match(await defect(file), expected);
     });
   }
-});
-
-describe("backup pages", () => {
-  test("a page asks for the budget over the largest object it may hold: 2 MiB, or a larger one already read", () => {
-    const MiB = 1024 * 1024;
-    assert.equal(pageLimit(64 * MiB, 0), 32);
-    assert.equal(pageLimit(64 * MiB, 1024), 32);
-    assert.equal(pageLimit(64 * MiB, 8 * MiB), 8);
-    assert.equal(pageLimit(4 * MiB, 0), 2);
-    assert.equal(pageLimit(1, 0), 1);
-    assert.equal(pageLimit(64 * MiB, 100 * MiB), 1);
-    assert.equal(pageLimit(1024 * 1024 * MiB, 0), 10_000);
-  });
 });
