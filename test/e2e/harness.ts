@@ -607,6 +607,15 @@ export interface KeyToPath {
   mode?: number;
 }
 
+export interface TokenProjection {
+  path: string;
+  audience?: string;
+  expirationSeconds?: number;
+}
+
+/** What the kubelet asks the API server for a projected serviceAccountToken (a TokenRequest of the pod's service account). */
+export type TokenIssuer = (serviceAccount: string, projection: TokenProjection) => Promise<string>;
+
 export interface SecretProjection {
   name?: string;
   items?: KeyToPath[];
@@ -617,7 +626,7 @@ export interface Volume {
   name: string;
   secret?: { secretName?: string; items?: KeyToPath[]; optional?: boolean; defaultMode?: number };
   configMap?: { name?: string; items?: KeyToPath[]; optional?: boolean; defaultMode?: number };
-  projected?: { sources?: Array<{ secret?: SecretProjection; configMap?: SecretProjection; [other: string]: unknown }>; defaultMode?: number };
+  projected?: { sources?: Array<{ secret?: SecretProjection; configMap?: SecretProjection; serviceAccountToken?: TokenProjection; [other: string]: unknown }>; defaultMode?: number };
   emptyDir?: Record<string, unknown>;
   persistentVolumeClaim?: { claimName?: string; readOnly?: boolean };
   [other: string]: unknown;
@@ -768,33 +777,36 @@ interface Projection {
   defaultMode?: number;
 }
 
-function projectionsOf(volume: Volume): { kind: VolumeKind; projections: Projection[] } {
+function projectionsOf(volume: Volume): { kind: VolumeKind; projections: Projection[]; tokens: TokenProjection[] } {
   if (volume.secret) {
     const s = volume.secret;
-    return { kind: "secret", projections: [{ kind: "Secret", name: required(s.secretName, `volume ${volume.name}: secret.secretName`), items: s.items, optional: s.optional === true, defaultMode: s.defaultMode }] };
+    return { kind: "secret", tokens: [], projections: [{ kind: "Secret", name: required(s.secretName, `volume ${volume.name}: secret.secretName`), items: s.items, optional: s.optional === true, defaultMode: s.defaultMode }] };
   }
   if (volume.configMap) {
     const c = volume.configMap;
-    return { kind: "configMap", projections: [{ kind: "ConfigMap", name: required(c.name, `volume ${volume.name}: configMap.name`), items: c.items, optional: c.optional === true, defaultMode: c.defaultMode }] };
+    return { kind: "configMap", tokens: [], projections: [{ kind: "ConfigMap", name: required(c.name, `volume ${volume.name}: configMap.name`), items: c.items, optional: c.optional === true, defaultMode: c.defaultMode }] };
   }
   if (volume.projected) {
-    const projections = (volume.projected.sources ?? []).map((source, i): Projection => {
+    const sources = volume.projected.sources ?? [];
+    const tokens = sources.flatMap((source) => (source.serviceAccountToken ? [source.serviceAccountToken] : []));
+    const projections = sources.flatMap((source, i): Projection[] => {
+      if (source.serviceAccountToken) return [];
       const ref = source.secret ?? source.configMap;
       if (ref === undefined) {
-        throw new Error(`volume ${volume.name}: projected.sources[${i}] (${Object.keys(source).join(",")}) is not supported by the harness (only secret and configMap)`);
+        throw new Error(`volume ${volume.name}: projected.sources[${i}] (${Object.keys(source).join(",")}) is not supported by the harness (only secret, configMap and serviceAccountToken)`);
       }
-      return {
+      return [{
         kind: source.secret ? "Secret" : "ConfigMap",
         name: required(ref.name, `volume ${volume.name}: projected.sources[${i}] name`),
         items: ref.items,
         optional: ref.optional === true,
         defaultMode: volume.projected?.defaultMode,
-      };
+      }];
     });
-    return { kind: "projected", projections };
+    return { kind: "projected", projections, tokens };
   }
-  if (volume.emptyDir) return { kind: "emptyDir", projections: [] };
-  if (volume.persistentVolumeClaim) return { kind: "persistentVolumeClaim", projections: [] };
+  if (volume.emptyDir) return { kind: "emptyDir", projections: [], tokens: [] };
+  if (volume.persistentVolumeClaim) return { kind: "persistentVolumeClaim", projections: [], tokens: [] };
   const types = Object.keys(volume).filter((k) => k !== "name");
   throw new Error(`volume ${volume.name}: type ${types.join(",") || "<none>"} is not supported by the harness (secret, configMap, projected, emptyDir, persistentVolumeClaim)`);
 }
@@ -890,7 +902,8 @@ async function replaceWithSymlink(linkPath: string, target: string): Promise<voi
  * a pod does not start when any non-optional Secret/ConfigMap of its volumes is missing), then
  * makes each of the container's mounts visible at `rootDir + mountPath` (a symlink, so that an
  * emptyDir mounted by two containers sharing `rootDir` is one directory). `subPath` links to that
- * entry of the volume.
+ * entry of the volume. A projected serviceAccountToken is issued by `tokens` for the pod's
+ * service account, as the kubelet has it issued by the API server.
  */
 export async function materializeVolumes(
   podSpec: PodSpec,
@@ -899,10 +912,11 @@ export async function materializeVolumes(
   rootDir: string,
   namespace: string,
   claims: Readonly<Record<string, string>> = {},
+  tokens?: TokenIssuer,
 ): Promise<MaterializedVolumes> {
   const volumeDirs = new Map<string, { dir: string; kind: VolumeKind }>();
   for (const volume of podSpec.volumes ?? []) {
-    const { kind, projections } = projectionsOf(volume);
+    const { kind, projections, tokens: tokenProjections } = projectionsOf(volume);
     if (kind === "persistentVolumeClaim") {
       // A local directory per claim stands in for the volume bound to it: every pod naming the
       // claim sees the same files, as pods sharing a ReadWriteMany volume do.
@@ -915,7 +929,15 @@ export async function materializeVolumes(
     }
     const dir = path.join(rootDir, ".volumes", safeRelative(volume.name, "volume name"));
     if (kind === "emptyDir") await mkdir(dir, { recursive: true }); // kept across calls: it is the pod's scratch space
-    else await writeVolume(dir, volumeFiles(volume, projections, objects, namespace));
+    else {
+      const files = volumeFiles(volume, projections, objects, namespace);
+      for (const projection of tokenProjections) {
+        if (tokens === undefined) throw new Error(`volume ${volume.name}: a serviceAccountToken projection needs a token issuer (runContainer's \`kubernetes\`)`);
+        const serviceAccount = typeof podSpec.serviceAccountName === "string" ? podSpec.serviceAccountName : "default";
+        files.set(safeRelative(projection.path, `volume ${volume.name} serviceAccountToken.path`), { bytes: Buffer.from(await tokens(serviceAccount, projection)), mode: volume.projected?.defaultMode ?? 0o644 });
+      }
+      await writeVolume(dir, files);
+    }
     volumeDirs.set(volume.name, { dir, kind });
   }
 
@@ -963,6 +985,8 @@ export interface RunContainerOptions {
   image?: { command: string[]; workingDir: string };
   /** PersistentVolumeClaim name → the local directory that stands in for its volume. */
   claims?: Record<string, string>;
+  /** The API server as the kubelet shows it to every container (KUBERNETES_SERVICE_HOST and _PORT), and what issues projected tokens. */
+  kubernetes?: { host: string; port: number; tokens: TokenIssuer };
 }
 
 export interface RunningContainer extends ManagedProcess {
@@ -1094,8 +1118,9 @@ export async function runContainer(options: RunContainerOptions): Promise<Runnin
   if (command.length === 0) throw new Error(`container ${containerName} has no command; the harness cannot know the image's entrypoint`);
 
   const rootDir = path.join(dir, "root");
-  const volumes = await materializeVolumes(podSpec, container, objects, rootDir, namespace, options.claims);
-  const env = containerEnv(container, objects, namespace);
+  const volumes = await materializeVolumes(podSpec, container, objects, rootDir, namespace, options.claims, options.kubernetes?.tokens);
+  const kubernetesService: Record<string, string> = options.kubernetes ? { KUBERNETES_SERVICE_HOST: options.kubernetes.host, KUBERNETES_SERVICE_PORT: String(options.kubernetes.port) } : {};
+  const env = { ...kubernetesService, ...containerEnv(container, objects, namespace) };
 
   // The kubelet gives every container a file at terminationMessagePath and reads it once the
   // container ends (at most 4096 bytes): here a file of the pod's directory.
