@@ -1,7 +1,7 @@
 // The HTTP shell around the pure hooks: routing, body limits, validation, error bodies, logs.
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Config } from "./config.ts";
-import { customizeBackup, syncBackup } from "./backup.ts";
+import { customizeBackup, finalizeBackup, syncBackup } from "./backup.ts";
 import { customize } from "./customize.ts";
 import { finalize } from "./finalize.ts";
 import { jsonSyntaxError } from "./json-syntax.ts";
@@ -118,19 +118,22 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
     return customize(parsed.request.parent, config);
   });
 
-  // The second CompositeController (etcdstoragebackup): one EtcdStorageBackup, one backup Job.
-  app.post("/backup/sync", { onRequest: requireJson }, async (request, reply) => {
-    const started = performance.now();
-    const body = await readJson(request);
-    const parsed = parseBackupHookRequest(body);
-    if (!parsed.ok) return badRequest(request, reply, "backup-sync", parsed.problems, started, body);
-    const result = syncBackup(parsed.request, config, now());
-    const durationMs = performance.now() - started;
-    metrics.hookCall("backup-sync", result.report.outcome, durationMs / 1000);
-    metrics.backup(result.report);
-    request.log.info({ hook: "/backup/sync", backup: result.report.backup, tenant: result.report.tenant, outcome: result.report.outcome, durationMs: round(durationMs) }, "hook call");
-    return result.response;
-  });
+  // The second CompositeController (etcdstoragebackup): one EtcdStorageBackup, one backup Job;
+  // finalize deletes the file of a backup with deletionPolicy Delete.
+  for (const [hook, answer] of [["backup-sync", syncBackup], ["backup-finalize", finalizeBackup]] as const) {
+    app.post(`/${hook.replace("-", "/")}`, { onRequest: requireJson }, async (request, reply) => {
+      const started = performance.now();
+      const body = await readJson(request);
+      const parsed = parseBackupHookRequest(body);
+      if (!parsed.ok) return badRequest(request, reply, hook, parsed.problems, started, body);
+      const result = answer(parsed.request, config, now());
+      const durationMs = performance.now() - started;
+      metrics.hookCall(hook, result.report.outcome, durationMs / 1000);
+      metrics.backup(result.report);
+      request.log.info({ hook: `/${hook.replace("-", "/")}`, backup: result.report.backup, tenant: result.report.tenant, outcome: result.report.outcome, durationMs: round(durationMs) }, "hook call");
+      return result.response;
+    });
+  }
 
   app.post("/backup/customize", { onRequest: requireJson }, async (request, reply) => {
     const started = performance.now();
@@ -148,7 +151,7 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
   app.get("/metrics", async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
 
   // Answered before any body is read: a wrong method is a 405 whatever the body's type.
-  for (const [path, allowed] of [["/sync", "POST"], ["/finalize", "POST"], ["/customize", "POST"], ["/backup/sync", "POST"], ["/backup/customize", "POST"], ["/healthz", "GET"], ["/metrics", "GET"]] as const) {
+  for (const [path, allowed] of [["/sync", "POST"], ["/finalize", "POST"], ["/customize", "POST"], ["/backup/sync", "POST"], ["/backup/finalize", "POST"], ["/backup/customize", "POST"], ["/healthz", "GET"], ["/metrics", "GET"]] as const) {
     app.route({
       method: ["GET", "POST", "PUT", "PATCH", "DELETE"].filter((method) => method !== allowed),
       url: path,
@@ -162,7 +165,7 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
   // The hook a failed request was for, if any: a label from a fixed set, whatever the URL.
   const hookOf = (request: FastifyRequest): HookName | undefined => {
     const url = request.method === "POST" ? request.routeOptions.url : undefined;
-    return url === "/sync" ? "sync" : url === "/finalize" ? "finalize" : url === "/customize" ? "customize" : url === "/backup/sync" ? "backup-sync" : url === "/backup/customize" ? "backup-customize" : undefined;
+    return url === "/sync" ? "sync" : url === "/finalize" ? "finalize" : url === "/customize" ? "customize" : url === "/backup/sync" ? "backup-sync" : url === "/backup/finalize" ? "backup-finalize" : url === "/backup/customize" ? "backup-customize" : undefined;
   };
 
   app.setErrorHandler(async (error: Error & { statusCode?: number; code?: string }, request, reply) => {

@@ -1,12 +1,14 @@
 // The hooks of the second CompositeController (manifests/compositecontroller-backup.yaml): one
 // EtcdStorageBackup, one backup Job. Pure: the request and the clock come in.
+//   finalize: with deletionPolicy Delete, the file is deleted before the object goes: the
+//   backup's Job is stopped first, then a Job deletes the file; Retain lets the object go at once.
 //   customize: the EtcdStorage named by spec.storage, and the pods of the backup's Job;
 //   sync: the Job while the backup has no final status; the status from the Job's conditions and
 //   its pod's termination message (the program's JSON line): the revision, keys, bytes, SHA-256,
 //   file and completion time, or the reason and message of a failure. Once status records
 //   Complete or Failed, that is the answer for good: the Job is kept while it exists (its pod's
 //   log with it), never created again.
-import { backupFile, backupJobName, buildBackupJob } from "./children/backup-jobs.ts";
+import { backupFile, backupJobName, buildBackupJob, buildDeleteJob, deleteJobName } from "./children/backup-jobs.ts";
 import { UnsafePrefixError } from "./children/cleanup-job.ts";
 import type { Config } from "./config.ts";
 import { desiredFromObserved, echoChildren } from "./echo.ts";
@@ -20,9 +22,11 @@ import { rfc3339 } from "./time.ts";
 export interface BackupSpec {
   storage: string;
   volumeClaim: string;
+  /** What deleting the EtcdStorageBackup does to its file. */
+  deletionPolicy: "Retain" | "Delete";
 }
 
-export type BackupOutcome = "BackupPending" | "BackupRunning" | "BackupComplete" | "BackupFailed" | "InvalidSpec";
+export type BackupOutcome = "BackupPending" | "BackupRunning" | "BackupComplete" | "BackupFailed" | "InvalidSpec" | "Finalizing" | "Finalized";
 
 /** What a backup sync did, for logs and metrics. */
 export interface BackupReport {
@@ -49,7 +53,7 @@ export function readBackupSpec(parent: { metadata: { name: string }; spec?: unkn
   const candidate = structuredClone({ metadata: { name: parent.metadata.name }, spec: parent.spec });
   if (!validate(candidate)) return { valid: false, problems: describeErrors(validate.errors, candidate, { quoteValues: true }) };
   const spec = candidate.spec as BackupSpec;
-  return { valid: true, spec: { storage: spec.storage, volumeClaim: spec.volumeClaim } };
+  return { valid: true, spec: { storage: spec.storage, volumeClaim: spec.volumeClaim, deletionPolicy: spec.deletionPolicy ?? "Retain" } };
 }
 
 export function customizeBackup(parent: EtcdStorageObject, config: Config) {
@@ -156,4 +160,52 @@ export function syncBackup(request: HookRequest, config: Config, now: Date): Bac
       );
     }
   }
+}
+
+/**
+ * An EtcdStorageBackup being deleted. Retain: finalized at once (the file stays; the garbage
+ * collector takes the Job). Delete: the backup's Job is dropped first, and only once it is gone
+ * (no writer left) does a Job delete the file and what a stopped backup left of it; finalized
+ * when that Job completed. A delete Job that failed (the claim gone, say) holds the object with
+ * a FileDeleted condition saying why: the file is not known to be gone.
+ */
+export function finalizeBackup(request: HookRequest, config: Config, now: Date): BackupResult {
+  const parent = request.parent;
+  const name = parent.metadata.name;
+  const read = readBackupSpec(parent);
+  const done = (tenant?: string): BackupResult => ({ response: { status: parent.status ?? {}, finalized: true, children: [] }, report: { backup: name, ...(tenant ? { tenant } : {}), outcome: "Finalized" } });
+  if (!read.valid || read.spec.deletionPolicy === "Retain") return done(read.valid ? read.spec.storage : undefined);
+
+  const { storage, volumeClaim } = read.spec;
+  const { conditions: previous, ...recorded } = parent.status ?? {};
+  const waiting = (children: KubeObject[], status: ConditionInput["status"], reason: string, message: string, resyncAfterSeconds?: number): BackupResult => ({
+    response: {
+      status: { ...recorded, conditions: withTransitionTimes([...kept(previous), { type: "FileDeleted", status, reason, message }], previous, now, parent.metadata.generation) },
+      children,
+      finalized: false,
+      ...(resyncAfterSeconds ? { resyncAfterSeconds } : {}),
+    },
+    report: { backup: name, tenant: storage, outcome: "Finalizing" },
+  });
+  const file = `${backupFile(name)} on PersistentVolumeClaim ${config.proxyNamespace}/${volumeClaim}`;
+  if (findObject(request.children, "Job", config.proxyNamespace, backupJobName(name))) {
+    return waiting([], "False", "StoppingBackup", `deletionPolicy Delete: the backup's Job is being deleted; then a Job deletes ${file}`, WAIT_SECONDS);
+  }
+  const jobName = deleteJobName(name);
+  const job = buildDeleteJob(name, storage, volumeClaim, config);
+  const pods = allObjects({ [POD_KEY]: request.related?.[POD_KEY] ?? {} }).filter((pod) => pod.metadata.labels?.["batch.kubernetes.io/job-name"] === jobName);
+  const outcome = jobOutcome(findObject(request.children, "Job", config.proxyNamespace, jobName), pods, "delete");
+  switch (outcome.state) {
+    case "Succeeded":
+      return done(storage);
+    case "Failed":
+      return waiting([job], "False", outcome.reason, `Job ${config.proxyNamespace}/${jobName} could not delete ${file} (${outcome.message}); the EtcdStorageBackup stays until it can: fix the cause and delete the Job to try again, or remove the finalizer to keep the file`);
+    default:
+      return waiting([job], "False", "Deleting", `deletionPolicy Delete: Job ${config.proxyNamespace}/${jobName} is deleting ${file}`, WAIT_SECONDS);
+  }
+}
+
+/** The conditions a finalize carries over as they were: all but its own. */
+function kept(conditions: Condition[] | undefined): ConditionInput[] {
+  return (conditions ?? []).filter((c) => c.type !== "FileDeleted").map(({ lastTransitionTime: _t, observedGeneration: _g, ...c }) => c);
 }

@@ -5,7 +5,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import type { BackupReport } from "./backup.ts";
 import type { SyncReport } from "./sync.ts";
 
-export type HookName = "sync" | "finalize" | "customize" | "backup-sync" | "backup-customize";
+export type HookName = "sync" | "finalize" | "customize" | "backup-sync" | "backup-finalize" | "backup-customize";
 /** A report's outcome, "Customized", "BadRequest" (4xx) or "Error" (500). */
 export type CallOutcome = SyncReport["outcome"] | BackupReport["outcome"] | "Customized" | "BadRequest" | "Error";
 
@@ -25,7 +25,7 @@ export function createMetrics(): Metrics {
 
   const calls = new Counter({
     name: "etcdstorage_hook_calls_total",
-    help: "Hook calls by hook (sync, finalize, customize, backup-sync, backup-customize) and outcome (Synced, InvalidSpec, Finalizing, Finalized, Customized, BackupPending, BackupRunning, BackupComplete, BackupFailed, BadRequest, Error).",
+    help: "Hook calls by hook (sync, finalize, customize, backup-sync, backup-finalize, backup-customize) and outcome (Synced, InvalidSpec, Finalizing, Finalized, Customized, BackupPending, BackupRunning, BackupComplete, BackupFailed, BadRequest, Error).",
     labelNames: ["hook", "outcome"] as const,
     registers: [registry],
   });

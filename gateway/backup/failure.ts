@@ -1,7 +1,8 @@
-// How backup and restore end when they do not succeed: an exit code (1: running it again may
+// How backup, restore and a schedule's run end when they do not succeed: an exit code (1: running it again may
 // succeed; 3: it cannot), a reason in the project's condition style for whoever reports it (the
 // hooks read it from --result-file, a Job's termination message), and one line for a person.
 import { CoreCallError } from "./calls.ts";
+import { KubeApiError } from "./kube-api.ts";
 
 // gRPC statuses of a core etcd that could not be reached or answered in time.
 const UNAVAILABLE = 14;
@@ -13,7 +14,9 @@ export type Reason =
   | "VolumeFull"
   | "WriteFailed"
   | "OutputExists"
-  | "RetentionFailed"
+  // schedule
+  | "BackupFailed"
+  | "KubeApiError"
   // restore, refused before writing
   | "InvalidFile"
   | "OverQuota"
@@ -40,6 +43,7 @@ export class Failure extends Error {
 export function asFailure(error: unknown, command: string): Failure {
   if (error instanceof Failure) return error;
   const message = `${command} failed: ${(error as Error)?.message ?? String(error)}`;
+  if (error instanceof KubeApiError) return new Failure(1, "KubeApiError", message);
   if (error instanceof CoreCallError) return new Failure(1, error.code === UNAVAILABLE || error.code === DEADLINE_EXCEEDED ? "CoreUnavailable" : "CoreError", message);
   return new Failure(1, "Failed", message);
 }

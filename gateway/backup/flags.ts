@@ -1,4 +1,4 @@
-// The command line of backup, restore and verify, in the gateway's style: a command, then
+// The command line of backup, restore, verify, schedule and delete, in the gateway's style: a command, then
 // --flag=value settings with etcd's names for core etcd (--endpoints, --cacert, --cert, --key, as
 // etcdctl). A bad one stops the program with exit code 2 and one line naming the setting
 // (ConfigError, as gateway/shell/config.ts).
@@ -7,7 +7,7 @@ import { TenantKeyspace } from "../keys.ts";
 
 export { ConfigError };
 
-export const COMMANDS = ["backup", "restore", "verify"] as const;
+export const COMMANDS = ["backup", "restore", "verify", "schedule", "delete"] as const;
 export type Command = (typeof COMMANDS)[number];
 
 const MiB = 1024 * 1024;
@@ -31,9 +31,7 @@ const CORE: Record<string, FlagSpec> = {
 const FLAGS: Record<Command, Record<string, FlagSpec>> = {
   backup: {
     ...CORE,
-    "--out": { help: "the backup file to write (written as <file>.partial, then renamed; never overwritten); or --out-dir" },
-    "--out-dir": { help: "a directory to write the backup into, named <tenant>.<UTC time>.etcdbackup so that names sort by time (a schedule's); or --out" },
-    "--keep": { help: "with --out-dir: once the new backup is complete, delete the tenant's older <tenant>.<UTC time>.etcdbackup files there but the newest N (the new one included); nothing else is ever deleted" },
+    "--out": { required: true, help: "the backup file to write (written as <file>.partial, then renamed; never overwritten)" },
     "--read-budget-bytes": { default: String(64 * MiB), help: "what one page may make core etcd build in memory (the gateway's read budget)" },
   },
   restore: {
@@ -46,10 +44,19 @@ const FLAGS: Record<Command, Record<string, FlagSpec>> = {
     "--in": { required: true, help: "the backup file to check" },
     "--list": { default: "false", help: "also print every key (true or false; --list alone is true)" },
   },
+  schedule: {
+    "--tenant": CORE["--tenant"]!,
+    "--volume-claim": { required: true, help: "the PersistentVolumeClaim (proxy namespace) the scheduled EtcdStorageBackups write to" },
+    "--keep": { required: true, help: "how many of the tenant's newest complete scheduled backups to keep once a new one completed" },
+    "--kube-ca-file": { required: true, help: "the cluster's CA bundle, to verify the API server (kube-root-ca.crt's ca.crt)" },
+    "--token-file": { required: true, help: "the pod's service account token, read again for every call" },
+    "--poll-seconds": { default: "2", help: "how often to read the new backup's status while it runs" },
+    "--result-file": CORE["--result-file"]!,
+  },
+  delete: {
+    "--file": { required: true, help: "the backup file to delete, with what is left of it as <file>.partial (a missing one is not an error)" },
+  },
 };
-
-/** Where a backup goes: one named file, or a directory where it is named by time (and older ones may be deleted). */
-export type BackupOutput = { file: string } | { dir: string; keep?: number };
 
 export interface CoreSettings {
   /** Undefined: nowhere. */
@@ -63,11 +70,14 @@ export interface CoreSettings {
 }
 
 export type Settings =
-  | ({ command: "backup"; out: BackupOutput; readBudgetBytes: number } & CoreSettings)
+  | ({ command: "backup"; out: string; readBudgetBytes: number } & CoreSettings)
   | ({ command: "restore"; in: string; quotaBytes: number; cleanupTimeoutSeconds: number } & CoreSettings)
-  | { command: "verify"; in: string; list: boolean };
+  | { command: "verify"; in: string; list: boolean }
+  | { command: "schedule"; resultFile?: string; tenant: string; volumeClaim: string; keep: number; kubeCaFile: string; tokenFile: string; pollSeconds: number }
+  | { command: "delete"; file: string };
 
 const DNS_LABEL = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 export function parseCommandLine(argv: readonly string[]): Settings {
   const [command, ...args] = argv;
@@ -98,8 +108,15 @@ export function parseCommandLine(argv: readonly string[]): Settings {
     if (list !== "true" && list !== "false") throw new ConfigError("--list", `"${list}" must be true or false`);
     return { command, in: read("--in"), list: list === "true" };
   }
+  if (command === "delete") return { command, file: read("--file") };
   const tenant = read("--tenant");
   if (!DNS_LABEL.test(tenant)) throw new ConfigError("--tenant", `"${tenant}" is not a DNS label (lowercase letters, digits, '-')`);
+  const resultFile = read("--result-file");
+  if (command === "schedule") {
+    const volumeClaim = read("--volume-claim");
+    if (!DNS_SUBDOMAIN.test(volumeClaim)) throw new ConfigError("--volume-claim", `"${volumeClaim}" is not a PersistentVolumeClaim's name (a DNS subdomain)`);
+    return { command, ...(resultFile === "-" ? {} : { resultFile }), tenant, volumeClaim, keep: count("--keep", 1), kubeCaFile: read("--kube-ca-file"), tokenFile: read("--token-file"), pollSeconds: count("--poll-seconds", 1) };
+  }
   const prefix = read("--prefix");
   try {
     new TenantKeyspace(prefix);
@@ -107,21 +124,7 @@ export function parseCommandLine(argv: readonly string[]): Settings {
     throw new ConfigError("--prefix", (error as Error).message);
   }
   if (!prefix.endsWith(`/${tenant}/`)) throw new ConfigError("--prefix", `"${prefix}" must end with "/${tenant}/"`);
-  const resultFile = read("--result-file");
   const core: CoreSettings = { ...(resultFile === "-" ? {} : { resultFile }), tenant, prefix, endpoints: parseEndpoints(read("--endpoints")), coreCaFile: read("--cacert"), coreCertFile: read("--cert"), coreKeyFile: read("--key") };
-  if (command === "backup") return { command, ...core, out: backupOutput(values, (flag) => count(flag, 1)), readBudgetBytes: count("--read-budget-bytes", 1) };
+  if (command === "backup") return { command, ...core, out: read("--out"), readBudgetBytes: count("--read-budget-bytes", 1) };
   return { command: "restore", ...core, in: read("--in"), quotaBytes: count("--quota-bytes", 1), cleanupTimeoutSeconds: count("--cleanup-timeout-seconds", 0) };
-}
-
-function backupOutput(values: Map<string, string>, count: (flag: string) => number): BackupOutput {
-  const file = values.get("--out");
-  const dir = values.get("--out-dir");
-  if (file !== undefined && dir !== undefined) throw new ConfigError("--out-dir", "names a directory, and --out a file: give one of them");
-  if (values.has("--keep") && dir === undefined) throw new ConfigError("--keep", "needs --out-dir: only backups named by time in a directory are kept or deleted");
-  if (dir !== undefined) {
-    if (dir === "") throw new ConfigError("--out-dir", `is empty: ${FLAGS.backup["--out-dir"]!.help}`);
-    return { dir, ...(values.has("--keep") ? { keep: count("--keep") } : {}) };
-  }
-  if (file === undefined || file === "") throw new ConfigError("--out", `is required (or --out-dir): ${FLAGS.backup["--out"]!.help}`);
-  return { file };
 }

@@ -1,10 +1,11 @@
 // Backup, restore and verify of one tenant, run from the project's image with the core
-// credentials (README: "Backup format"):
+// credentials (README: "Backup format"); the run of a schedule, and the deletion of a backup's file:
 //
-//   node gateway/backup/main.ts backup  --tenant=a --prefix=/etcdstorage/a/ --endpoints=... --cacert=... --cert=... --key=... --out=FILE
-//   node gateway/backup/main.ts backup  ... --out-dir=DIR [--keep=N]   (a schedule's: DIR/<tenant>.<UTC time>.etcdbackup)
-//   node gateway/backup/main.ts restore --tenant=b --prefix=/etcdstorage/b/ --endpoints=... ... --in=FILE --quota-bytes=N
-//   node gateway/backup/main.ts verify  --in=FILE [--list]
+//   node dist/gateway/backup/main.js backup   --tenant=a --prefix=/etcdstorage/a/ --endpoints=... --cacert=... --cert=... --key=... --out=FILE
+//   node dist/gateway/backup/main.js restore  --tenant=b --prefix=/etcdstorage/b/ --endpoints=... ... --in=FILE --quota-bytes=N
+//   node dist/gateway/backup/main.js verify   --in=FILE [--list]
+//   node dist/gateway/backup/main.js schedule --tenant=a --volume-claim=C --keep=N --kube-ca-file=... --token-file=...   (no core credentials: schedule.ts)
+//   node dist/gateway/backup/main.js delete   --file=FILE
 //
 // Success prints one JSON line (verify: the header, each key with --list, the summary) and exits
 // 0. Exit 1: failed, and a retry may succeed (core etcd unreachable, a revision compacted, a
@@ -14,7 +15,8 @@
 // outcome is written there too as one JSON line: the summary, or the failure's reason, exit code
 // and message (a Job points it at its termination message, which the Pod's status then carries).
 import { constants, createReadStream, writeFileSync } from "node:fs";
-import { access, open } from "node:fs/promises";
+import { access, open, rm } from "node:fs/promises";
+import { setTimeout as wait } from "node:timers/promises";
 import path from "node:path";
 import { CoreConnection } from "../core/upstream.ts";
 import { TenantKeyspace } from "../keys.ts";
@@ -25,7 +27,8 @@ import { ConfigError, parseCommandLine, type CoreSettings, type Settings } from 
 import { BackupDefect, verifyBackup, type BackupEntry } from "./format.ts";
 import { asFailure } from "./failure.ts";
 import { restore } from "./restore.ts";
-import { applyRetention, timedBackupName } from "./retention.ts";
+import { KubeApi } from "./kube-api.ts";
+import { runSchedule } from "./schedule.ts";
 
 const EXIT = { ok: 0, failed: 1, badSetting: 2, refused: 3 } as const;
 
@@ -37,9 +40,8 @@ function fail(code: number, line: string): never {
 async function configure(): Promise<Settings> {
   try {
     const settings = parseCommandLine(process.argv.slice(2));
-    if (settings.command !== "backup") await readable("--in", settings.in);
-    else if ("file" in settings.out) await writableDirectory("--out", settings.out.file);
-    else await writableDirectory("--out-dir", path.join(settings.out.dir, timedBackupName(settings.tenant, new Date())));
+    if (settings.command === "backup") await writableDirectory("--out", settings.out);
+    if (settings.command === "restore" || settings.command === "verify") await readable("--in", settings.in);
     return settings;
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
@@ -112,7 +114,7 @@ async function verify(file: string, list: boolean): Promise<void> {
 }
 
 /** Writes the outcome to --result-file too; a file that cannot be written is said on stderr, the outcome stands. */
-function record(settings: CoreSettings, outcome: Record<string, unknown>): void {
+function record(settings: { resultFile?: string }, outcome: Record<string, unknown>): void {
   if (settings.resultFile === undefined) return;
   try {
     writeFileSync(settings.resultFile, `${JSON.stringify(outcome)}\n`);
@@ -121,14 +123,34 @@ function record(settings: CoreSettings, outcome: Record<string, unknown>): void 
   }
 }
 
-/** A backup into --out, or into --out-dir named by the time it starts, then --keep's retention once it is complete. */
-async function backupInto(settings: Extract<Settings, { command: "backup" }>): Promise<Record<string, unknown>> {
-  const { out } = settings;
-  const file = "file" in out ? out.file : path.join(out.dir, timedBackupName(settings.tenant, new Date()));
-  const summary = await backup(calls, { tenant: settings.tenant, prefix: settings.prefix, out: file, readBudgetBytes: settings.readBudgetBytes });
-  if ("file" in out || out.keep === undefined) return { ...summary };
-  const deleted = await applyRetention(out.dir, settings.tenant, out.keep, path.basename(file));
-  return { ...summary, keep: out.keep, deleted: deleted.length };
+/** The backup file and what a backup that stopped midway left of it (backup.ts writes <file>.partial first). */
+async function deleteBackupFile(file: string): Promise<void> {
+  for (const name of [file, `${file}.partial`]) await rm(name, { force: true });
+  process.stdout.write(`${JSON.stringify({ deleted: true, file })}\n`);
+}
+
+/** One scheduled run; its outcome is printed and recorded like a backup's. */
+async function schedule(settings: Extract<Settings, { command: "schedule" }>): Promise<number> {
+  let api: KubeApi;
+  try {
+    api = KubeApi.inCluster(process.env, settings.kubeCaFile, settings.tokenFile);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    fail(EXIT.badSetting, `invalid configuration: ${error.message}`);
+  }
+  try {
+    const outcome = { scheduled: true, ...(await runSchedule(api, { ...settings, pollMs: settings.pollSeconds * 1000 }, () => new Date(), wait)) };
+    record(settings, outcome);
+    process.stdout.write(`${JSON.stringify(outcome)}\n`);
+    return EXIT.ok;
+  } catch (error) {
+    const failure = asFailure(error, "schedule");
+    record(settings, { failed: true, reason: failure.reason, exitCode: failure.exitCode, message: failure.message });
+    process.stderr.write(`${failure.message.replace(/\s*\n\s*/g, " ")}\n`);
+    return failure.exitCode;
+  } finally {
+    api.close();
+  }
 }
 
 const settings = await configure();
@@ -136,12 +158,17 @@ if (settings.command === "verify") {
   await verify(settings.in, settings.list);
   process.exit(EXIT.ok);
 }
+if (settings.command === "delete") {
+  await deleteBackupFile(settings.file);
+  process.exit(EXIT.ok);
+}
+if (settings.command === "schedule") process.exit(await schedule(settings));
 const { core, calls } = connect(settings);
 let exitCode: number = EXIT.ok;
 try {
   const summary =
     settings.command === "backup"
-      ? await backupInto(settings)
+      ? await backup(calls, { tenant: settings.tenant, prefix: settings.prefix, out: settings.out, readBudgetBytes: settings.readBudgetBytes })
       : await restore(calls, settings.tenant, { in: settings.in, quotaBytes: settings.quotaBytes, cleanupTimeoutSeconds: settings.cleanupTimeoutSeconds });
   const outcome = { [settings.command === "backup" ? "backedUp" : "restored"]: true, ...summary };
   record(settings, outcome);

@@ -1,6 +1,8 @@
-// The Jobs of backup and restore: the project's backup program (gateway/backup/main.ts) run from
-// the project's image, with the cluster etcd's credentials as the cleanup Job has them, under the
-// restricted Pod Security profile, the backup volume claim mounted at /backups. Each writes its
+// The Jobs of backup, restore and a backup file's deletion, and the CronJob of a backup schedule:
+// the project's backup program (gateway/backup/main.ts, compiled as the gateway is) run from the
+// project's image under the restricted Pod Security profile, the backup volume claim mounted at
+// /backups. Backup and restore have the cluster etcd's credentials as the cleanup Job has them;
+// a schedule's run has none, only a token to create and delete EtcdStorageBackups. Each writes its
 // outcome as one JSON line to its termination message (--result-file=/dev/termination-log), which
 // the Pod's status carries and the hooks read back (hooks/job-outcome.ts).
 import type { Config } from "../config.ts";
@@ -12,11 +14,19 @@ import { coreCredentialMounts, coreCredentialVolumes, coreEtcdFlags, restrictedC
 
 const NODE_BINARY = "/usr/local/bin/node";
 const APP_DIR = "/app";
-const PROGRAM = "gateway/backup/main.ts";
+const PROGRAM = "dist/gateway/backup/main.js";
+/** The service account of a schedule's runs (manifests/backup-scheduler.yaml): it may create, read and delete EtcdStorageBackups, nothing else. */
+export const SCHEDULER_SERVICE_ACCOUNT = "etcdstorage-backup-scheduler";
+const KUBE_API_ACCESS = "/var/run/secrets/kubernetes.io/serviceaccount";
 export const BACKUPS_MOUNT = "/backups";
 export const TERMINATION_LOG = "/dev/termination-log";
 /** Exit codes of the program that no retry can change: 2 a bad setting, 3 refused (README, Backup format). */
 const FINAL_EXIT_CODES = [2, 3];
+const BACKUP_DEADLINE_SECONDS = 6 * 3600;
+// Backup and restore: pages of at most the read budget (64 MiB) pass through; the file is streamed.
+const PAGE_MEMORY = { request: "128Mi", limit: "512Mi" };
+// Delete and a schedule's run: Node and a few small calls.
+const SMALL_MEMORY = { request: "64Mi", limit: "128Mi" };
 
 /** The file a backup writes at the root of its volume claim: named after the EtcdStorageBackup. */
 export function backupFile(backup: string): string {
@@ -25,6 +35,11 @@ export function backupFile(backup: string): string {
 
 export function backupJobName(backup: string): string {
   return `etcd-backup-${backup}`;
+}
+
+/** The Job that deletes the file of a backup deleted with deletionPolicy Delete. */
+export function deleteJobName(backup: string): string {
+  return `etcd-delete-${backup}`;
 }
 
 /** Labels of a backup Job and its pods: the tenant's, and the backup's own (customize selects its pods by it). */
@@ -41,12 +56,22 @@ interface ProgramJob {
   name: string;
   namespace: string;
   labels: Record<string, string>;
-  container: "backup" | "restore";
+  container: "backup" | "restore" | "schedule" | "delete";
   args: string[];
-  claim: string;
-  readOnlyClaim: boolean;
+  /** The backup volume claim, mounted at /backups; a schedule's run has none. */
+  claim?: { name: string; readOnly: boolean };
+  /** What else the pod mounts: the core credentials, or a schedule's API access. */
+  volumes: Array<{ name: string; mountPath: string; readOnly: true; volume: Record<string, unknown> }>;
+  serviceAccountName?: string;
+  memory: { request: string; limit: string };
   deadlineSeconds: number;
   config: Config;
+}
+
+/** The core etcd credentials, as backup and restore mount them. */
+function coreCredentials(config: Config): ProgramJob["volumes"] {
+  const volumes = coreCredentialVolumes(config);
+  return coreCredentialMounts().map((mount) => ({ ...mount, readOnly: true, volume: volumes.find((v) => v.name === mount.name)! }));
 }
 
 function programJob(job: ProgramJob): KubeObject {
@@ -66,6 +91,8 @@ function programJob(job: ProgramJob): KubeObject {
         metadata: { labels: job.labels },
         spec: {
           restartPolicy: "Never",
+          ...(job.serviceAccountName ? { serviceAccountName: job.serviceAccountName } : {}),
+          // A schedule's token is mounted on purpose (kubeApiAccess), no other pod has one.
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           securityContext: restrictedPodSecurity,
@@ -79,13 +106,12 @@ function programJob(job: ProgramJob): KubeObject {
               workingDir: APP_DIR,
               terminationMessagePath: TERMINATION_LOG,
               terminationMessagePolicy: "File",
-              // Pages of at most the read budget (64 MiB) pass through; the file is streamed.
-              resources: { requests: { cpu: "50m", memory: "128Mi" }, limits: { memory: "512Mi" } },
+              resources: { requests: { cpu: "50m", memory: job.memory.request }, limits: { memory: job.memory.limit } },
               securityContext: restrictedContainerSecurity,
-              volumeMounts: [...coreCredentialMounts(), { name: "backups", mountPath: BACKUPS_MOUNT, ...(job.readOnlyClaim ? { readOnly: true } : {}) }],
+              volumeMounts: [...job.volumes.map(({ name, mountPath, readOnly }) => ({ name, mountPath, readOnly })), ...(job.claim ? [{ name: "backups", mountPath: BACKUPS_MOUNT, ...(job.claim.readOnly ? { readOnly: true } : {}) }] : [])],
             },
           ],
-          volumes: [...coreCredentialVolumes(job.config), { name: "backups", persistentVolumeClaim: { claimName: job.claim, ...(job.readOnlyClaim ? { readOnly: true } : {}) } }],
+          volumes: [...job.volumes.map(({ name, volume }) => ({ name, ...volume })), ...(job.claim ? [{ name: "backups", persistentVolumeClaim: { claimName: job.claim.name, ...(job.claim.readOnly ? { readOnly: true } : {}) } }] : [])],
         },
       },
     },
@@ -104,9 +130,26 @@ export function buildBackupJob(backup: string, tenant: string, claim: string, co
     labels: backupPodLabels(backup, tenant),
     container: "backup",
     args: [...tenantFlags(tenant, config), `--out=${BACKUPS_MOUNT}/${backupFile(backup)}`, `--result-file=${TERMINATION_LOG}`],
-    claim,
-    readOnlyClaim: false,
-    deadlineSeconds: 6 * 3600,
+    claim: { name: claim, readOnly: false },
+    volumes: coreCredentials(config),
+    memory: PAGE_MEMORY,
+    deadlineSeconds: BACKUP_DEADLINE_SECONDS,
+    config,
+  });
+}
+
+/** Deletes a backup's file (and a .partial of it) from its claim: a Job of the backup's finalize. */
+export function buildDeleteJob(backup: string, tenant: string, claim: string, config: Config): KubeObject {
+  return programJob({
+    name: deleteJobName(backup),
+    namespace: config.proxyNamespace,
+    labels: backupPodLabels(backup, tenant),
+    container: "delete",
+    args: [`--file=${BACKUPS_MOUNT}/${backupFile(backup)}`],
+    claim: { name: claim, readOnly: false },
+    volumes: [],
+    memory: SMALL_MEMORY,
+    deadlineSeconds: 600,
     config,
   });
 }
@@ -118,19 +161,22 @@ export function buildRestoreJob(tenant: string, backup: string, claim: string, q
     labels: restorePodLabels(tenant),
     container: "restore",
     args: [...tenantFlags(tenant, config), `--in=${BACKUPS_MOUNT}/${backupFile(backup)}`, `--quota-bytes=${quotaBytes}`, `--result-file=${TERMINATION_LOG}`],
-    claim,
-    readOnlyClaim: true,
-    deadlineSeconds: 6 * 3600,
+    claim: { name: claim, readOnly: true },
+    volumes: coreCredentials(config),
+    memory: PAGE_MEMORY,
+    deadlineSeconds: BACKUP_DEADLINE_SECONDS,
     config,
   });
 }
 
 /**
- * spec.backup: a CronJob running the backup program on the claim, each file named by the time it
- * starts (--out-dir), the tenant's older ones deleted but the newest `keep` once a backup is
- * complete (--keep). One at a time (Forbid): each backup makes core etcd build up to the read
- * budget in memory, a share of the shared etcd that two at once would double. Its schedule is in
- * UTC, whatever the controller manager's time zone.
+ * spec.backup: a CronJob whose each run creates one EtcdStorageBackup of the tenant on the claim
+ * (deletionPolicy Delete), waits for it, and once it is complete deletes the tenant's scheduled
+ * ones but the newest `keep` (gateway/backup/schedule.ts). One at a time (Forbid; a run also waits
+ * for an unfinished one rather than start another): each backup makes core etcd build up to the
+ * read budget in memory, a share of the shared etcd that two at once would double. The run mounts
+ * a token of its own service account and the cluster's CA, as a pod's automounted token would
+ * be; its schedule is in UTC, whatever the controller manager's time zone.
  */
 export function buildBackupCronJob(tenant: string, schedule: BackupSchedule, config: Config): KubeObject {
   const labels = childLabels(tenant, "backup");
@@ -138,11 +184,13 @@ export function buildBackupCronJob(tenant: string, schedule: BackupSchedule, con
     name: tenantNames(tenant).backupCronJob,
     namespace: config.proxyNamespace,
     labels,
-    container: "backup",
-    args: [...tenantFlags(tenant, config), `--out-dir=${BACKUPS_MOUNT}`, `--keep=${schedule.keep}`, `--result-file=${TERMINATION_LOG}`],
-    claim: schedule.volumeClaim,
-    readOnlyClaim: false,
-    deadlineSeconds: 6 * 3600,
+    container: "schedule",
+    args: [`--tenant=${tenant}`, `--volume-claim=${schedule.volumeClaim}`, `--keep=${schedule.keep}`, `--kube-ca-file=${KUBE_API_ACCESS}/ca.crt`, `--token-file=${KUBE_API_ACCESS}/token`, `--result-file=${TERMINATION_LOG}`],
+    volumes: [kubeApiAccess()],
+    serviceAccountName: SCHEDULER_SERVICE_ACCOUNT,
+    memory: SMALL_MEMORY,
+    // A run lasts as long as its backup, which its own Job bounds by the same deadline.
+    deadlineSeconds: BACKUP_DEADLINE_SECONDS + 600,
     config,
   });
   return {
@@ -159,6 +207,21 @@ export function buildBackupCronJob(tenant: string, schedule: BackupSchedule, con
       successfulJobsHistoryLimit: 3,
       failedJobsHistoryLimit: 3,
       jobTemplate: { metadata: { labels }, spec: job.spec },
+    },
+  };
+}
+
+/** A bound token of the scheduler's service account (an hour, rotated by the kubelet) and the cluster's CA, as the kubelet's automount projects them. */
+function kubeApiAccess(): ProgramJob["volumes"][number] {
+  return {
+    name: "kube-api-access",
+    mountPath: KUBE_API_ACCESS,
+    readOnly: true,
+    volume: {
+      projected: {
+        defaultMode: 0o444,
+        sources: [{ serviceAccountToken: { path: "token", expirationSeconds: 3600 } }, { configMap: { name: "kube-root-ca.crt", items: [{ key: "ca.crt", path: "ca.crt" }] } }],
+      },
     },
   };
 }

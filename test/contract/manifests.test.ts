@@ -9,6 +9,7 @@ import { loadAll, YAML11_SCHEMA } from "js-yaml";
 import { DEFAULTS, loadConfig } from "../../hooks/config.ts";
 import { API_VERSION, KIND } from "../../hooks/names.ts";
 import { CHILD_TYPES } from "../../hooks/observed.ts";
+import { SCHEDULER_SERVICE_ACCOUNT } from "../../hooks/children/backup-jobs.ts";
 import { etcdStorageSchema } from "../../hooks/schema.ts";
 import { readSpec } from "../../hooks/spec.ts";
 import { buildBackupCrd, buildCrd } from "../../scripts/generate-crd.ts";
@@ -144,12 +145,12 @@ test("the CompositeController has Metacontroller's shape, every child type with 
   assert.deepEqual(controller.spec.parentResource, { apiVersion: `${crd.spec.group}/${crd.spec.versions[0].name}`, resource: crd.spec.names.plural });
 });
 
-test("the backup CompositeController: EtcdStorageBackups as parents, Jobs (recreated, never updated) as the only children, v2 sync and customize at /backup/...", () => {
+test("the backup CompositeController: EtcdStorageBackups as parents, Jobs (recreated, never updated) as the only children, v2 sync, finalize and customize at /backup/...", () => {
   const controller = find("CompositeController", "etcdstoragebackup");
   assert.deepEqual(upstreamProblems(controller), []);
   assert.deepEqual(controller.spec.childResources, [{ apiVersion: "batch/v1", resource: "jobs", updateStrategy: { method: "Recreate" } }]);
-  assert.deepEqual(Object.keys(controller.spec.hooks).sort(), ["customize", "sync"], "no finalize: a backup's file outlives its object");
-  for (const hook of ["sync", "customize"]) {
+  assert.deepEqual(Object.keys(controller.spec.hooks).sort(), ["customize", "finalize", "sync"], "finalize: deletionPolicy Delete deletes the file first");
+  for (const hook of ["sync", "finalize", "customize"]) {
     assert.equal(controller.spec.hooks[hook].version, "v2", `hooks.${hook}.version`);
     assert.equal(controller.spec.hooks[hook].webhook.path, `/backup/${hook}`);
   }
@@ -158,11 +159,20 @@ test("the backup CompositeController: EtcdStorageBackups as parents, Jobs (recre
   assert.deepEqual(controller.spec.parentResource, { apiVersion: `${crd.spec.group}/${crd.spec.versions[0].name}`, resource: crd.spec.names.plural });
 });
 
+test("a backup schedule's runs have a ServiceAccount, in the proxy namespace, allowed EtcdStorageBackups and nothing else", () => {
+  const account = find("ServiceAccount", SCHEDULER_SERVICE_ACCOUNT);
+  assert.equal(account.metadata.namespace, proxyNamespace());
+  const role = find("ClusterRole", SCHEDULER_SERVICE_ACCOUNT);
+  assert.deepEqual(role.rules, [{ apiGroups: [find("CustomResourceDefinition", BACKUP_CRD).spec.group], resources: ["etcdstoragebackups"], verbs: ["get", "list", "create", "delete"] }]);
+  const binding = find("ClusterRoleBinding", SCHEDULER_SERVICE_ACCOUNT);
+  assert.deepEqual([binding.roleRef, binding.subjects], [{ apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: role.metadata.name }, [{ kind: "ServiceAccount", name: account.metadata.name, namespace: account.metadata.namespace }]]);
+});
+
 test("every hook webhook reaches the hook Service, whose port leads to the hook container", () => {
   const deployment = find("Deployment", "etcdstorage-hooks");
   const container = deployment.spec.template.spec.containers[0];
   const hooks = all().filter(({ object }) => object.kind === "CompositeController").flatMap(({ object }) => Object.entries<Manifest>(object.spec.hooks).map(([name, hook]) => [`${object.metadata.name} ${name}`, hook] as const));
-  assert.equal(hooks.length, 5);
+  assert.equal(hooks.length, 6);
   for (const [name, hook] of hooks) {
     const target = hook.webhook.service;
     const service = find("Service", target.name);

@@ -81,6 +81,9 @@ export async function startSystem(dir: string, options: SystemOptions = {}): Pro
   // README step 4: the proxies' client certificate for core etcd and its CA, in the proxy namespace.
   await must(host.kubectl(["-n", PROXY_NAMESPACE, "create", "configmap", "etcd-coreserving-ca", `--from-file=ca.crt=${host.core.caFile}`]), "core CA ConfigMap");
   await must(host.kubectl(["-n", PROXY_NAMESPACE, "create", "secret", "tls", "etcd-coreserving-cert", `--cert=${host.core.certFile}`, `--key=${host.core.keyFile}`]), "core client Secret");
+  // The root CA publisher's part (kube-controller-manager): the cluster's CA in every namespace, as
+  // kube-root-ca.crt, which a pod's projected API access mounts.
+  await must(host.kubectl(["-n", PROXY_NAMESPACE, "create", "configmap", "kube-root-ca.crt", "--from-literal=ca.crt=" + host.pki.ca.certPem]), "kube-root-ca.crt ConfigMap");
 
   log("the hook server, from its Deployment");
   const hookServer = await runPod(host, path.join(dir, "hooks"), { apiVersion: "apps/v1", kind: "Deployment", namespace: HOOKS_NAMESPACE, name: "etcdstorage-hooks" }, "hooks", { 8080: hooksPort });
@@ -134,9 +137,11 @@ interface ObjectRef {
 }
 
 /**
- * What the kubelet would run for one replica of a Deployment (or the pod of a Job), as the API
- * server holds it: the container's command (the image's, where it names none), args and env, its
- * Secrets and ConfigMaps read from the API server as files, container ports on free local ports.
+ * What the kubelet would run for one replica of a Deployment (or the pod of a Job, or of a
+ * CronJob's Job), as the API server holds it: the container's command (the image's, where it names
+ * none), args and env, its Secrets and ConfigMaps read from the API server as files, a projected
+ * service account token issued by the API server (a TokenRequest, as the kubelet makes), the API
+ * server's address in KUBERNETES_SERVICE_HOST and _PORT, container ports on free local ports.
  */
 export async function runPod(host: HostCluster, dir: string, ref: ObjectRef, container: string, ports: Record<number, number>, claims: Record<string, string> = {}): Promise<RunningContainer> {
   const owner = await host.api.get<K8sObject & KubeObject>(ref.apiVersion, ref.kind, ref.name, ref.namespace);
@@ -158,6 +163,15 @@ export async function runPod(host: HostCluster, dir: string, ref: ObjectRef, con
     extraPaths: { [IMAGE.workingDir]: REPO_ROOT },
     image: IMAGE,
     claims,
+    kubernetes: {
+      host: "127.0.0.1",
+      port: Number(new URL(host.url).port),
+      tokens: async (serviceAccount, projection) => {
+        const request = { apiVersion: "authentication.k8s.io/v1", kind: "TokenRequest", spec: { ...(projection.audience ? { audiences: [projection.audience] } : {}), expirationSeconds: projection.expirationSeconds ?? 3600 } };
+        const issued = await host.api.call<{ status: { token: string } }>("POST", `${host.api.resourcePath("v1", "serviceaccounts", ref.namespace)}/${serviceAccount}/token`, request);
+        return issued.status.token;
+      },
+    },
   });
 }
 
@@ -240,6 +254,16 @@ export async function markJobComplete(host: HostCluster, namespace: string, name
       { type: "Complete", status: "True", reason: "CompletionsReached", message: "Reached expected number of succeeded pods", lastProbeTime: done, lastTransitionTime: done },
     ],
   };
+  await host.api.call("PUT", `${await host.api.objectPath(job)}/status`, { ...job, status });
+}
+
+/** What the Job controller writes once a pod's exit code matched a FailJob rule of its podFailurePolicy. */
+export async function markJobFailed(host: HostCluster, namespace: string, name: string, started: Date, message: string): Promise<void> {
+  const job = await host.api.get("batch/v1", "Job", name, namespace);
+  if (job === undefined) throw new Error(`no Job ${namespace}/${name}`);
+  const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+  const failed = (type: string) => ({ type, status: "True", reason: "PodFailurePolicy", message, lastProbeTime: now, lastTransitionTime: now });
+  const status = { startTime: started.toISOString().replace(/\.\d+Z$/, "Z"), failed: 1, ready: 0, terminating: 0, uncountedTerminatedPods: {}, conditions: [failed("FailureTarget"), failed("Failed")] };
   await host.api.call("PUT", `${await host.api.objectPath(job)}/status`, { ...job, status });
 }
 

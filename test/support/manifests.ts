@@ -6,6 +6,7 @@ import { CustomResourceDefinition } from "kubernetes-models/apiextensions.k8s.io
 import { Deployment } from "kubernetes-models/apps/v1";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
+import { ClusterRole, ClusterRoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
 import { Namespace, Service, ServiceAccount } from "kubernetes-models/v1";
 
 // Manifests are untyped YAML; the checks are what gives them a shape.
@@ -18,6 +19,8 @@ const KUBERNETES_KINDS: Record<string, (object: Manifest) => void> = {
   "apps/v1 Deployment": (o) => new Deployment(o).validate(),
   "policy/v1 PodDisruptionBudget": (o) => new PodDisruptionBudget(o).validate(),
   "networking.k8s.io/v1 NetworkPolicy": (o) => new NetworkPolicy(o).validate(),
+  "rbac.authorization.k8s.io/v1 ClusterRole": (o) => new ClusterRole(o).validate(),
+  "rbac.authorization.k8s.io/v1 ClusterRoleBinding": (o) => new ClusterRoleBinding(o).validate(),
   "apiextensions.k8s.io/v1 CustomResourceDefinition": (o) => new CustomResourceDefinition(o).validate(),
 };
 

@@ -1,9 +1,9 @@
-// The command line of backup, restore and verify (gateway/backup/flags.ts, main.ts): settings read
+// The command line of backup, restore, verify, schedule and delete (gateway/backup/flags.ts, main.ts): settings read
 // as the gateway reads its own, and a bad one stops the program with exit code 2 and one line
 // naming it, before anything reaches core etcd; a defective file makes verify exit 3.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -12,6 +12,7 @@ import { ConfigError, parseCommandLine } from "../../gateway/backup/flags.ts";
 import { BackupWriter } from "../../gateway/backup/format.ts";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
+const SCHEDULE = ["--tenant=alpha", "--volume-claim=backups", "--keep=7", "--kube-ca-file=/t/ca.crt", "--token-file=/t/token"];
 const CORE = ["--tenant=alpha", "--prefix=/etcdstorage/alpha/", "--endpoints=https://10.0.0.1:2379,https://10.0.0.2:2379", "--cacert=/c/ca.crt", "--cert=/c/tls.crt", "--key=/c/tls.key"];
 
 function refusal(argv: string[]): string {
@@ -34,7 +35,7 @@ describe("backup flags", () => {
       coreCaFile: "/c/ca.crt",
       coreCertFile: "/c/tls.crt",
       coreKeyFile: "/c/tls.key",
-      out: { file: "/backups/a.bak" },
+      out: "/backups/a.bak",
       readBudgetBytes: 64 * 1024 * 1024,
     });
     const restore = parseCommandLine(["restore", ...CORE, "--in=/backups/a.bak", "--quota-bytes=1048576"]);
@@ -43,25 +44,25 @@ describe("backup flags", () => {
     assert.equal(restore.command === "restore" && restore.resultFile, undefined);
     const job = parseCommandLine(["backup", ...CORE, "--out=/backups/a.bak", "--result-file=/dev/termination-log"]);
     assert.equal(job.command === "backup" && job.resultFile, "/dev/termination-log");
-    const scheduled = parseCommandLine(["backup", ...CORE, "--out-dir=/backups", "--keep=7"]);
-    assert.deepEqual(scheduled.command === "backup" && scheduled.out, { dir: "/backups", keep: 7 });
-    const unkept = parseCommandLine(["backup", ...CORE, "--out-dir=/backups"]);
-    assert.deepEqual(unkept.command === "backup" && unkept.out, { dir: "/backups" });
+    assert.deepEqual(parseCommandLine(["schedule", ...SCHEDULE]), { command: "schedule", tenant: "alpha", volumeClaim: "backups", keep: 7, kubeCaFile: "/t/ca.crt", tokenFile: "/t/token", pollSeconds: 2 });
+    assert.deepEqual(parseCommandLine(["delete", "--file=/backups/a.etcdbackup"]), { command: "delete", file: "/backups/a.etcdbackup" });
     assert.deepEqual(parseCommandLine(["verify", "--in=a.bak"]), { command: "verify", in: "a.bak", list: false });
     assert.deepEqual(parseCommandLine(["verify", "--in=a.bak", "--list"]), { command: "verify", in: "a.bak", list: true });
   });
 
   const cases: [string, string[], RegExp][] = [
-    ["no command", [], /^command: missing: expected backup, restore, verify/],
+    ["no command", [], /^command: missing: expected backup, restore, verify, schedule, delete/],
     ["an unknown command", ["snapshot"], /^command: "snapshot" is not a command/],
     ["an unknown flag", ["backup", ...CORE, "--out=x", "--namespace=y"], /^--namespace: unknown flag for backup/],
     ["a flag of another command", ["backup", ...CORE, "--out=x", "--quota-bytes=5"], /^--quota-bytes: unknown flag for backup/],
     ["a flag without its value", ["backup", ...CORE, "--out"], /^--out: expected --out=value/],
     ["a missing --out", ["backup", ...CORE], /^--out: is required/],
-    ["--keep of none", ["backup", ...CORE, "--out-dir=/b", "--keep=0"], /^--keep: "0" must be a whole number of at least 1/],
-    ["--keep that is not a number", ["backup", ...CORE, "--out-dir=/b", "--keep=all"], /^--keep: "all" must be a whole number of at least 1/],
-    ["--keep without --out-dir", ["backup", ...CORE, "--out=/b/a.bak", "--keep=3"], /^--keep: needs --out-dir/],
-    ["both --out and --out-dir", ["backup", ...CORE, "--out=/b/a.bak", "--out-dir=/b"], /^--out-dir: names a directory, and --out a file: give one of them/],
+    ["--keep of none", ["schedule", ...SCHEDULE, "--keep=0"], /^--keep: "0" must be a whole number of at least 1/],
+    ["--keep that is not a number", ["schedule", ...SCHEDULE, "--keep=all"], /^--keep: "all" must be a whole number of at least 1/],
+    ["a schedule without its token", ["schedule", ...SCHEDULE.filter((f) => !f.startsWith("--token-file"))], /^--token-file: is required/],
+    ["a volume claim that is no name", ["schedule", ...SCHEDULE, "--volume-claim=Backups!"], /^--volume-claim: "Backups!" is not a PersistentVolumeClaim's name/],
+    ["core etcd's flags given to a schedule (it has no credentials)", ["schedule", ...SCHEDULE, "--endpoints=https://10.0.0.1:2379"], /^--endpoints: unknown flag for schedule/],
+    ["delete without --file", ["delete"], /^--file: is required/],
     ["a missing --quota-bytes", ["restore", ...CORE, "--in=x"], /^--quota-bytes: is required/],
     ["a quota that is not a number", ["restore", ...CORE, "--in=x", "--quota-bytes=1Gi"], /^--quota-bytes: "1Gi" must be a whole number of at least 1/],
     ["a tenant that is not a DNS label", ["backup", ...CORE, "--tenant=Alpha", "--out=x"], /^--tenant: "Alpha" is not a DNS label/],
@@ -92,9 +93,31 @@ describe("the programs' exit codes", { concurrency: 4 }, () => {
   });
 
   test("an invalid --keep: exit 2, one line naming it", () => {
-    const result = run(["backup", ...CORE, `--out-dir=${dir}`, "--keep=-1"]);
+    const result = run(["schedule", ...SCHEDULE, "--keep=-1"]);
     assert.equal(result.status, 2);
     assert.match(oneLine(result.stderr), /^invalid configuration: --keep: "-1" must be a whole number of at least 1/);
+  });
+
+  test("a schedule outside a pod (no KUBERNETES_SERVICE_HOST) or without its token: exit 2 naming it", async () => {
+    const outside = run(["schedule", ...SCHEDULE]);
+    assert.equal(outside.status, 2);
+    assert.match(oneLine(outside.stderr), /^invalid configuration: KUBERNETES_SERVICE_HOST: and KUBERNETES_SERVICE_PORT must be set/);
+    await writeFile(path.join(dir, "ca.crt"), "x");
+    const tokenless = spawnSync(process.execPath, ["gateway/backup/main.ts", "schedule", ...SCHEDULE, `--kube-ca-file=${dir}/ca.crt`, `--token-file=${dir}/token`], { cwd: REPO, encoding: "utf8", env: { PATH: process.env.PATH ?? "/usr/bin:/bin", KUBERNETES_SERVICE_HOST: "10.96.0.1", KUBERNETES_SERVICE_PORT: "443" }, timeout: 20_000 });
+    assert.equal(tokenless.status, 2);
+    assert.match(oneLine(tokenless.stderr), /^invalid configuration: --token-file: cannot read .*\/token: ENOENT/);
+  });
+
+  test("delete: the file and what a stopped backup left of it go, a missing one is no error", async () => {
+    await writeFile(path.join(dir, "old.etcdbackup"), "x");
+    await writeFile(path.join(dir, "old.etcdbackup.partial"), "x");
+    await writeFile(path.join(dir, "other.etcdbackup"), "x");
+    for (let i = 0; i < 2; i++) {
+      const result = run(["delete", `--file=${dir}/old.etcdbackup`]);
+      assert.equal(result.status, 0, result.stderr);
+      assert.deepEqual(JSON.parse(result.stdout), { deleted: true, file: `${dir}/old.etcdbackup` });
+    }
+    assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith(".etcdbackup") || f.endsWith(".partial")).sort(), ["other.etcdbackup"]);
   });
 
   test("credentials that cannot be read: exit 2 naming the flag", async () => {
@@ -110,7 +133,6 @@ describe("the programs' exit codes", { concurrency: 4 }, () => {
       [["restore", ...CORE, `--in=${dir}/missing.bak`, "--quota-bytes=5"], /^invalid configuration: --in: cannot read/],
       [["backup", ...CORE, `--out=${dir}/taken.bak`], /^invalid configuration: --out: .*taken.bak exists; a backup never overwrites one$/],
       [["backup", ...CORE, `--out=${dir}/no/such/dir/a.bak`], /^invalid configuration: --out: cannot write into .*: ENOENT$/],
-      [["backup", ...CORE, `--out-dir=${dir}/no/such/dir`, "--keep=2"], /^invalid configuration: --out-dir: cannot write into .*no\/such\/dir: ENOENT$/],
     ] as const) {
       const result = run([...args]);
       assert.equal(result.status, 2, result.stderr);

@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { CronJob } from "kubernetes-models/batch/v1/CronJob";
 import { Job } from "kubernetes-models/batch/v1/Job";
-import { customizeBackup, readBackupSpec, syncBackup } from "../../hooks/backup.ts";
-import { backupJobName, buildBackupJob, buildRestoreJob } from "../../hooks/children/backup-jobs.ts";
+import { customizeBackup, finalizeBackup, readBackupSpec, syncBackup } from "../../hooks/backup.ts";
+import { backupJobName, buildBackupJob, buildDeleteJob, buildRestoreJob, deleteJobName } from "../../hooks/children/backup-jobs.ts";
 import { customize } from "../../hooks/customize.ts";
 import { createMetrics } from "../../hooks/metrics.ts";
 import type { Condition, HookRequest, KubeObject } from "../../hooks/observed.ts";
@@ -59,7 +59,7 @@ describe("the backup Job", () => {
     const container = spec.containers[0];
     assert.equal(job.metadata.name, "etcd-backup-nightly");
     assert.equal(container.image, config.gatewayImage);
-    assert.deepEqual(container.command, ["/usr/local/bin/node", "gateway/backup/main.ts", "backup"]);
+    assert.deepEqual(container.command, ["/usr/local/bin/node", "dist/gateway/backup/main.js", "backup"]);
     assert.deepEqual(container.args, [
       "--tenant=alpha",
       "--prefix=/etcdstorage/alpha/",
@@ -144,7 +144,8 @@ describe("the backup sync, by what it observes", () => {
   });
 
   test("the spec is the schema's: CEL messages, the name bounded by its Job's", () => {
-    assert.deepEqual(readBackupSpec(backupParent()), { valid: true, spec: { storage: "alpha", volumeClaim: "backups" } });
+    assert.deepEqual(readBackupSpec(backupParent()), { valid: true, spec: { storage: "alpha", volumeClaim: "backups", deletionPolicy: "Retain" } });
+    assert.deepEqual(readBackupSpec(backupParent(undefined, { storage: "alpha", volumeClaim: "backups", deletionPolicy: "Delete" })), { valid: true, spec: { storage: "alpha", volumeClaim: "backups", deletionPolicy: "Delete" } });
     const problems = (spec: Record<string, unknown>, name = "nightly") => {
       const read = readBackupSpec({ metadata: { name }, spec });
       return read.valid ? [] : read.problems;
@@ -152,6 +153,7 @@ describe("the backup sync, by what it observes", () => {
     assert.match(problems({ storage: "Alpha", volumeClaim: "b" }).join(), /must name an EtcdStorage/);
     assert.match(problems({ storage: "a", volumeClaim: "B_" }).join(), /must name a PersistentVolumeClaim/);
     assert.match(problems({ storage: "a" }).join(), /volumeClaim/);
+    assert.match(problems({ storage: "a", volumeClaim: "b", deletionPolicy: "Keep" }).join(), /deletionPolicy.*Retain, Delete|allowed values/);
     assert.match(problems({ storage: "a", volumeClaim: "b" }, "x".repeat(51)).join(), /at most 50 characters|must NOT have more than 50/);
   });
 
@@ -170,6 +172,48 @@ describe("the backup sync, by what it observes", () => {
     const text = await metrics.registry.metrics();
     assert.match(text, /etcdstorage_tenant_last_backup_timestamp_seconds\{tenant="alpha"\} 1795341600\b/);
     assert.doesNotMatch(text, /etcdstorage_tenant_last_backup_timestamp_seconds\{tenant="beta"\}/);
+  });
+});
+
+describe("deleting an EtcdStorageBackup: its deletionPolicy", () => {
+  const deleting = (spec: Record<string, unknown>, job?: KubeObject) => {
+    const parent = backupParent({ file: "nightly.etcdbackup", conditions: [{ type: "Complete", status: "True", reason: "Completed", message: "done", lastTransitionTime: "2026-11-22T11:00:00Z" }] }, spec);
+    return backupRequest({ ...parent, metadata: { ...parent.metadata, deletionTimestamp: "2026-11-22T11:59:00Z" } } as never, job);
+  };
+  const deleteSpec = { storage: "alpha", volumeClaim: "backups", deletionPolicy: "Delete" };
+
+  test("Retain (the default): finalized at once, the file left alone", () => {
+    const { response } = finalizeBackup(deleting({ storage: "alpha", volumeClaim: "backups" }), config, now);
+    assert.deepEqual([response.finalized, response.children], [true, []]);
+  });
+
+  test("Delete: the backup's Job is stopped first; then a Job deletes the file; finalized once it completed", () => {
+    const backupJob = buildBackupJob("nightly", "alpha", "backups", config);
+    const stopping = finalizeBackup(deleting(deleteSpec, backupJob), config, now);
+    assert.deepEqual([stopping.response.finalized, stopping.response.children], [false, []], "no delete Job while the backup's Job may still write");
+    assert.equal((stopping.response.status.conditions as Condition[]).find((c) => c.type === "FileDeleted")?.reason, "StoppingBackup");
+    assert.equal((stopping.response.status.conditions as Condition[]).find((c) => c.type === "Complete")?.status, "True", "what the backup was stays in status");
+
+    const deleteJob = buildDeleteJob("nightly", "alpha", "backups", config);
+    const started = finalizeBackup(deleting(deleteSpec), config, now);
+    assert.deepEqual([started.response.finalized, started.response.children], [false, [deleteJob]]);
+    assert.equal(deleteJob.metadata.name, deleteJobName("nightly"));
+    const container = (deleteJob.spec as any).template.spec.containers[0];
+    assert.deepEqual([container.command, container.args], [["/usr/local/bin/node", "dist/gateway/backup/main.js", "delete"], ["--file=/backups/nightly.etcdbackup"]]);
+    assert.deepEqual(restrictedViolations((deleteJob.spec as any).template.spec), []);
+    assert.doesNotThrow(() => new Job(structuredClone(deleteJob) as never).validate());
+
+    const done = finalizeBackup(deleting(deleteSpec, jobWith(deleteJob, [{ type: "Complete" }])), config, now);
+    assert.equal(done.response.finalized, true);
+  });
+
+  test("Delete: a delete Job that failed holds the object, saying why and what to do", () => {
+    const failedJob = jobWith(buildDeleteJob("nightly", "alpha", "backups", config), [{ type: "Failed", reason: "DeadlineExceeded", message: "Job was active longer than specified deadline" }]);
+    const held = finalizeBackup(deleting(deleteSpec, failedJob), config, now);
+    assert.equal(held.response.finalized, false);
+    const condition = (held.response.status.conditions as Condition[]).find((c) => c.type === "FileDeleted")!;
+    assert.deepEqual([condition.status, condition.reason], ["False", "DeadlineExceeded"]);
+    assert.match(condition.message, /could not delete nightly.etcdbackup on PersistentVolumeClaim .*\/backups .*delete the Job to try again, or remove the finalizer/);
   });
 });
 
@@ -257,7 +301,7 @@ describe("scheduled backups: spec.backup", () => {
     return { response, cronJob: response.children.find((c) => c.kind === "CronJob") };
   };
 
-  test("the sync returns a CronJob: schema-valid, one at a time, in UTC, the on-demand backup Job's template writing files named by time and keeping the newest N", async () => {
+  test("the sync returns a CronJob: schema-valid, one at a time, in UTC, each run creating an EtcdStorageBackup through the API server with its own service account and no etcd credentials", async () => {
     const { cronJob } = await cronJobOf({ ...SAMPLE_SPEC, backup: schedule });
     assert.ok(cronJob);
     assert.doesNotThrow(() => new CronJob(structuredClone(cronJob) as never).validate());
@@ -270,17 +314,23 @@ describe("scheduled backups: spec.backup", () => {
     const podSpec = spec.jobTemplate.spec.template.spec;
     assert.deepEqual(restrictedViolations(podSpec), []);
     const container = podSpec.containers[0];
-    assert.deepEqual(container.command, ["/usr/local/bin/node", "gateway/backup/main.ts", "backup"]);
-    assert.deepEqual(container.args.slice(-3), ["--out-dir=/backups", "--keep=5", "--result-file=/dev/termination-log"]);
-    assert.deepEqual(podSpec.volumes.at(-1), { name: "backups", persistentVolumeClaim: { claimName: "backups" } });
-    // The same Job as an on-demand backup of the tenant, but for its name, labels and output flag.
-    const onDemand = structuredClone(buildBackupJob("nightly", "alpha", "backups", config).spec) as any;
-    const scheduled = structuredClone(spec.jobTemplate.spec);
-    for (const s of [onDemand, scheduled]) {
-      delete s.template.metadata.labels;
-      s.template.spec.containers[0].args = s.template.spec.containers[0].args.filter((a: string) => !/^--(out|out-dir|keep)=/.test(a));
-    }
-    assert.deepEqual(scheduled, onDemand);
+    assert.deepEqual(container.command, ["/usr/local/bin/node", "dist/gateway/backup/main.js", "schedule"]);
+    assert.deepEqual(container.args, [
+      "--tenant=alpha",
+      "--volume-claim=backups",
+      "--keep=5",
+      "--kube-ca-file=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+      "--token-file=/var/run/secrets/kubernetes.io/serviceaccount/token",
+      "--result-file=/dev/termination-log",
+    ]);
+    assert.equal(podSpec.serviceAccountName, "etcdstorage-backup-scheduler");
+    assert.deepEqual(podSpec.volumes, [
+      {
+        name: "kube-api-access",
+        projected: { defaultMode: 0o444, sources: [{ serviceAccountToken: { path: "token", expirationSeconds: 3600 } }, { configMap: { name: "kube-root-ca.crt", items: [{ key: "ca.crt", path: "ca.crt" }] } }] },
+      },
+    ], "a bound token and the cluster's CA; neither the core etcd credentials nor the claim");
+    assert.deepEqual((spec.jobTemplate.spec as any).podFailurePolicy.rules, [{ action: "FailJob", onExitCodes: { containerName: "schedule", operator: "In", values: [2, 3] } }]);
     assert.equal(spec.jobTemplate.metadata.labels["app.kubernetes.io/component"], "backup");
     assert.equal(spec.jobTemplate.metadata.labels["etcdproxy.dev/backup"], undefined, "not selected as an EtcdStorageBackup's pods");
   });
