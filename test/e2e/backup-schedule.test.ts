@@ -16,7 +16,7 @@ import { connect, type EtcdClient } from "../support/etcd-client.ts";
 import { spawnManaged, stopAll, tempDir, waitFor } from "./harness.ts";
 import type { KubeObject } from "./kube.ts";
 import { CompositeControllerStandIn } from "./metacontroller.ts";
-import { applyJson, markJobComplete, markJobFailed, PROXY_NAMESPACE, recordJobPod, REPO_ROOT, runPod, startSystem, type RunningSystem } from "./system.ts";
+import { applyJson, markJobFailed, PROXY_NAMESPACE, REPO_ROOT, runJob as runJobOf, runPod, startSystem, type RunningSystem } from "./system.ts";
 
 const TENANT = "sched";
 const PREFIX = `/etcdstorage/${TENANT}/`;
@@ -55,16 +55,8 @@ describe("real Kubernetes: scheduled backups are EtcdStorageBackups, and retenti
 
   const list = async (selector: string) => (await system.host.api.call<{ items: KubeObject[] }>("GET", `${BACKUPS}?labelSelector=${encodeURIComponent(selector)}`)).items;
 
-  /** A Job's container, from the Job the API server holds; its pod recorded as the kubelet would, and its completion as the Job controller would. */
-  async function runJob(name: string, container: string, where: string) {
-    const started = new Date();
-    const run = await runPod(system.host, path.join(dir, where), { apiVersion: "batch/v1", kind: "Job", namespace: PROXY_NAMESPACE, name }, container, {}, { [CLAIM]: claimDir });
-    const exit = await run.exited;
-    const message = await run.terminationMessage();
-    await recordJobPod(system.host, PROXY_NAMESPACE, name, container, { code: exit.code, message, started });
-    if (exit.code === 0) await markJobComplete(system.host, PROXY_NAMESPACE, name, started);
-    return { exit, message, logs: run.logs() };
-  }
+  const runJob = (name: string, container: string, where: string) => runJobOf(system.host, path.join(dir, where), name, container, { [CLAIM]: claimDir });
+
 
   /** The CronJob controller's part: the Job of one scheduled time, from the jobTemplate, owned by the CronJob. */
   async function createScheduledJob(minutes: number): Promise<string> {
@@ -183,10 +175,9 @@ describe("real Kubernetes: scheduled backups are EtcdStorageBackups, and retenti
     await backups.reconcile(name);
     // The backup's output exists already: the program refuses to overwrite it (exit 3), the Job fails.
     await writeFile(path.join(claimDir, `${name}.etcdbackup`), "in the way");
-    const started = new Date();
     const failed = await runJob(`etcd-backup-${name}`, "backup", "backup-failing");
     assert.equal(failed.exit.code, 2, failed.logs);
-    await markJobFailed(system.host, PROXY_NAMESPACE, `etcd-backup-${name}`, started, "Container backup for pod failed with exit code 2 matching FailJob rule at index 0");
+    await markJobFailed(system.host, PROXY_NAMESPACE, `etcd-backup-${name}`, failed.started, "Container backup for pod failed with exit code 2 matching FailJob rule at index 0");
     await backups.reconcile(name);
     assert.equal(condition(await system.host.api.get("etcdproxy.dev/v1alpha1", "EtcdStorageBackup", name), "Failed")?.status, "True");
 

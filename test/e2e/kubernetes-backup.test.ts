@@ -15,7 +15,7 @@ import { everyKey } from "./gateway-kit.ts";
 import { httpGet, stopAll, tempDir } from "./harness.ts";
 import type { KubeObject } from "./kube.ts";
 import { CompositeControllerStandIn } from "./metacontroller.ts";
-import { applyJson, collectGarbage, markJobComplete, PROXY_NAMESPACE, recordJobPod, REPO_ROOT, runPod, startSampleApiserver, startSystem, startTenant, type RunningSystem } from "./system.ts";
+import { applyJson, collectGarbage, PROXY_NAMESPACE, REPO_ROOT, runJob as runJobOf, startSampleApiserver, startSystem, startTenant, type RunningSystem } from "./system.ts";
 
 const TENANT = "sample-apiserver";
 const PREFIX = `/etcdstorage/${TENANT}/`;
@@ -54,16 +54,8 @@ describe("real Kubernetes: a tenant backed up, deleted, and restored from its Et
   const kubectl = (args: string[], input?: string) => system.host.kubectl(args, input);
   const flunder = (name: string, spec: Record<string, unknown> = {}) => ({ apiVersion: "wardle.example.com/v1alpha1", kind: "Flunder", metadata: { name, namespace: "default" }, spec });
 
-  /** Runs a Job's container from the Job the API server holds, records its pod as the kubelet would, and the Job's completion. */
-  async function runJob(name: string, container: string, where: string) {
-    const started = new Date();
-    const run = await runPod(system.host, path.join(dir, where), { apiVersion: "batch/v1", kind: "Job", namespace: PROXY_NAMESPACE, name }, container, {}, { [CLAIM]: claimDir });
-    const exit = await run.exited;
-    const message = await run.terminationMessage();
-    await recordJobPod(system.host, PROXY_NAMESPACE, name, container, { code: exit.code, message, started });
-    if (exit.code === 0) await markJobComplete(system.host, PROXY_NAMESPACE, name, started);
-    return { exit, message, logs: run.logs() };
-  }
+  const runJob = (name: string, container: string, where: string) => runJobOf(system.host, path.join(dir, where), name, container, { [CLAIM]: claimDir });
+
 
   test("Flunders stored through sample-apiserver and the gateway", async () => {
     assert.equal((await kubectl(["create", "namespace", "sample-system"])).code, 0);

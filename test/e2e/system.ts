@@ -257,6 +257,21 @@ export async function markJobComplete(host: HostCluster, namespace: string, name
   await host.api.call("PUT", `${await host.api.objectPath(job)}/status`, { ...job, status });
 }
 
+/**
+ * One pod of a Job, run to its end: its container from the Job the API server holds (runPod), the
+ * Pod with its termination message as the kubelet leaves it, and, when it exited 0, the Job's
+ * completion as the Job controller writes it.
+ */
+export async function runJob(host: HostCluster, dir: string, name: string, container: string, claims: Record<string, string> = {}) {
+  const started = new Date();
+  const run = await runPod(host, dir, { apiVersion: "batch/v1", kind: "Job", namespace: PROXY_NAMESPACE, name }, container, {}, claims);
+  const exit = await run.exited;
+  const message = await run.terminationMessage();
+  await recordJobPod(host, PROXY_NAMESPACE, name, container, { code: exit.code, message, started });
+  if (exit.code === 0) await markJobComplete(host, PROXY_NAMESPACE, name, started);
+  return { exit, message, started, logs: run.logs() };
+}
+
 /** What the Job controller writes once a pod's exit code matched a FailJob rule of its podFailurePolicy. */
 export async function markJobFailed(host: HostCluster, namespace: string, name: string, started: Date, message: string): Promise<void> {
   const job = await host.api.get("batch/v1", "Job", name, namespace);
