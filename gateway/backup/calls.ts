@@ -53,12 +53,11 @@ export class TenantCalls {
   }
 
   /**
-   * Up to `limit` keys of the prefix after `after` (a tenant key; undefined: from the first), at
-   * `revision` (0: the latest, whose revision the answer gives).
+   * Up to `limit` keys of the prefix from `from` (a tenant key, included) to `to` (excluded;
+   * undefined: to the prefix's end), at `revision` (0: the latest, whose revision the answer gives).
    */
-  async rangePage(after: Buffer | undefined, revision: number, limit: number): Promise<RangePage> {
-    const start = after === undefined ? Buffer.alloc(0) : Buffer.concat([after, EVERY_KEY_FROM_HERE]);
-    const range = this.keyspace.range(start, EVERY_KEY_FROM_HERE, "to-the-end");
+  async rangePage(from: Buffer, to: Buffer | undefined, revision: number, limit: number): Promise<RangePage> {
+    const range = this.keyspace.range(from, to ?? EVERY_KEY_FROM_HERE, "to-the-end");
     const writer = frameWriter(range.key.length + range.rangeEnd!.length + 32);
     writer.bytesField(1, range.key);
     writer.bytesField(2, range.rangeEnd!);

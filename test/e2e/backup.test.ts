@@ -171,7 +171,7 @@ describe("backup and restore of one tenant, on real etcd", () => {
       }
     })();
     const started = Date.now();
-    // A budget of 4 MiB: two keys a page, some 600 pages while the writes go on.
+    // A budget of 4 MiB: one key a page (etcd reads two), some 1,300 pages while the writes go on.
     const run = await tool(["backup", ...flags("alpha"), `--out=${file}`, `--read-budget-bytes=${4 * MiB}`]);
     writing = false;
     await writer;
