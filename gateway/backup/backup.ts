@@ -16,7 +16,7 @@ import { link, open, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { DEFAULT_LIMITS } from "../tenant/limits.ts";
 import { BackupWriter, type BackupTrailer } from "./format.ts";
-import { CoreCallError, type TenantCalls } from "./calls.ts";
+import { CoreCallError, type RangePage, type TenantCalls } from "./calls.ts";
 import { Failure } from "./failure.ts";
 
 const MAX_PAGE_KEYS = 10_000;
@@ -137,24 +137,29 @@ export async function backup(calls: TenantCalls, options: BackupOptions): Promis
     let largest = 0;
     let pages = 0;
     const windows = new PageWindows();
-    for (;;) {
-      const limit = pageLimit(options.readBudgetBytes, largest);
-      let page;
-      try {
-        page = await calls.rangePage(windows.start, windows.end, revision, limit);
-      } catch (error) {
+    const read = (limit: number): Promise<RangePage> =>
+      calls.rangePage(windows.start, windows.end, revision, limit).catch((error: unknown) => {
         if (error instanceof CoreCallError && error.code === OUT_OF_RANGE && revision > 0) {
           throw new Failure(1, "Compacted", `backup failed: core etcd compacted revision ${revision} while the backup read it (${error.coreMessage}) after ${pages} pages: nothing was kept; take the backup again, or compact less often than a backup takes`);
         }
         throw error;
-      }
+      });
+    let page = await read(pageLimit(options.readBudgetBytes, largest));
+    revision = page.revision;
+    await writer.header({ tenant: options.tenant, prefix: options.prefix, revision, createdAt: new Date().toISOString() });
+    for (;;) {
       pages++;
-      if (revision === 0) {
-        revision = page.revision;
-        await writer.header({ tenant: options.tenant, prefix: options.prefix, revision, createdAt: new Date().toISOString() });
+      for (const kv of page.kvs) largest = Math.max(largest, calls.keyspace.prefix.length + kv.key.length + kv.value.length);
+      // The next page is asked for before this one is written: core etcd builds it while the file
+      // is written. It is asked for once this one was received whole, so core etcd still holds one
+      // page at a time (this process holds two).
+      let next: Promise<RangePage> | undefined;
+      if (windows.advance(page.kvs.map((kv) => kv.key), page.more && page.kvs.length > 0)) {
+        next = read(pageLimit(options.readBudgetBytes, largest));
+        // Its failure is thrown where it is awaited; a failure to write this page comes first.
+        next.catch(() => {});
       }
       for (const kv of page.kvs) {
-        largest = Math.max(largest, calls.keyspace.prefix.length + kv.key.length + kv.value.length);
         let lease = 0;
         if (kv.lease !== 0n) {
           if (!leases.has(kv.lease)) {
@@ -166,7 +171,8 @@ export async function backup(calls: TenantCalls, options: BackupOptions): Promis
         }
         await writer.key(kv.key, lease, kv.value);
       }
-      if (!windows.advance(page.kvs.map((kv) => kv.key), page.more && page.kvs.length > 0)) break;
+      if (next === undefined) break;
+      page = await next;
     }
     const trailer = await writer.finish();
     const size = await file
