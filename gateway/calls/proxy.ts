@@ -4,7 +4,7 @@
 import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import type { Logger } from "../log.ts";
 import { giveBack } from "../wire/buffers.ts";
-import { GrpcError, MessageDecoder, RESPONSE_HEADERS, Status, decodeGrpcMessage, endWithStatus, sendUnary, validTimeout, writeFrame } from "../wire/grpc.ts";
+import { GrpcError, MessageDecoder, Status, decodeGrpcMessage, endWithStatus, responseHeaders, sendUnary, validTimeout, writeFrame } from "../wire/grpc.ts";
 import { assertConfined, OutsidePrefix } from "../keys.ts";
 import type { CallContext, Method, StreamMethod, UnaryMethod } from "./method.ts";
 import type { Quota, Reservation, Writes } from "../tenant/quota.ts";
@@ -143,7 +143,7 @@ export class Proxy {
     let finished = false;
     // Sent once core etcd answered the stream, or before an answer of the gateway's own (a refused watch).
     const respond = () => {
-      if (!stream.headersSent && !stream.closed) stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
+      if (!stream.headersSent && !stream.closed) stream.respond(responseHeaders(), { waitForTrailers: true });
     };
     const translator = method.open(this.ctx, (framed) => {
       if (finished) return;

@@ -60,7 +60,10 @@ export class CoreConnection {
     // dial the same member again (a frozen one would hold the dial for CONNECT_TIMEOUT_MS).
     if (this.session && !this.usable(this.session)) this.retire(this.session, "closed");
     const session = this.usable(this.session) ? this.session! : await this.connect();
-    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", ...headers });
+    // A raw list: Node copies and checks an object key by key at every call.
+    const list = [":method", "POST", ":path", path, "content-type", "application/grpc", "te", "trailers"];
+    for (const name in headers) list.push(name, String(headers[name]));
+    const stream = session.request(list);
     this.openCalls.set(session, (this.openCalls.get(session) ?? 0) + 1);
     stream.once("close", () => this.openCalls.set(session, this.openCalls.get(session)! - 1));
     return stream;
@@ -85,13 +88,18 @@ export class CoreConnection {
       let statusMessage = "";
       let failure: GrpcError | undefined;
       let answered = false;
-      const cancel = () => upstream.close(constants.NGHTTP2_CANCEL);
+      let finished = false;
+      // Left on the caller once the answer is complete, a no-op then (the caller's end drops it
+      // shortly after): removing it was about 6% of the gateway's CPU per create in a profile.
+      const cancel = () => {
+        if (!finished) upstream.close(constants.NGHTTP2_CANCEL);
+      };
       caller?.once("close", cancel);
       // The answer is complete once the readable side ended (every DATA frame read, trailers
       // in): waiting for the stream's 'close' as well would keep the tenant waiting longer.
       // Called again by 'close' after 'end': resolving twice is a no-op.
       const finish = () => {
-        caller?.removeListener("close", cancel);
+        finished = true;
         if (failure) resolve({ code: failure.code, message: failure.message });
         else if (code === undefined || Number.isNaN(code)) resolve({ code: Status.UNAVAILABLE, message: "etcdstorage gateway: the connection to core etcd was lost before it answered", unanswered: !answered });
         else resolve({ code, message: statusMessage, ...(body ? { body } : {}) });

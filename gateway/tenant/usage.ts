@@ -338,15 +338,21 @@ export function answerRevision(message: Buffer): number {
   return 0;
 }
 
+const NO_KEY: Buffer = Buffer.alloc(0);
+
 /** A key and value's size in core etcd, from a KeyValue's bytes. */
 function readKeyValue(buf: Buffer, start: number, end: number): { key: Buffer; size: number; revision: number } {
   const reader = new Reader(buf, start, end);
-  let key: Buffer = Buffer.alloc(0);
+  let key = NO_KEY;
   let valueBytes = 0;
   let revision = 0;
   while (reader.next()) {
     if (reader.field === 1 && reader.wireType === LENGTH_DELIMITED) key = reader.bytes();
-    else if (reader.field === 5 && reader.wireType === LENGTH_DELIMITED) valueBytes = reader.bytes().length;
+    else if (reader.field === 5 && reader.wireType === LENGTH_DELIMITED) {
+      // Only its length counts: no view of it is made (every write comes back here).
+      const [valueStart, valueEnd] = reader.span();
+      valueBytes = valueEnd - valueStart;
+    }
     else if (reader.field === 3 && reader.wireType === VARINT) revision = reader.uint();
     else reader.skip();
   }
@@ -402,13 +408,13 @@ function readWatchAnswer(message: Buffer): WatchAnswer {
       const [start, end] = reader.span();
       const event = new Reader(message, start, end);
       let deleted = false;
-      let kv: { key: Buffer; size: number; revision: number } = { key: Buffer.alloc(0), size: 0, revision: 0 };
+      let kv: { key: Buffer; size: number; revision: number } | undefined;
       while (event.next()) {
         if (event.field === 1 && event.wireType === VARINT) deleted = event.uint() === 1;
         else if (event.field === 2 && event.wireType === LENGTH_DELIMITED) kv = readKeyValue(message, ...event.span());
         else event.skip();
       }
-      answer.events.push({ deleted, ...kv });
+      answer.events.push({ deleted, key: kv?.key ?? NO_KEY, size: kv?.size ?? 0, revision: kv?.revision ?? 0 });
     } else reader.skip();
   }
   answer.progress = watchId === -1n && !created && !answer.canceled && !answer.compacted && answer.events.length === 0;

@@ -122,7 +122,14 @@ export function decodeGrpcMessage(value: string | undefined): string {
   }
 }
 
-export const RESPONSE_HEADERS = { ":status": 200, "content-type": "application/grpc", "grpc-accept-encoding": "identity" } as const;
+/**
+ * The response headers of a call, with `more` after them, as a fresh raw list (Node takes it as it
+ * is, and adds its date to it): an object is copied into a dictionary and checked key by key at
+ * every call, about 5% of the gateway's CPU per create in a profile.
+ */
+export function responseHeaders(...more: string[]): string[] {
+  return [":status", "200", "content-type", "application/grpc", "grpc-accept-encoding", "identity", ...more];
+}
 
 /**
  * Ends a call with a status: trailers-only when nothing was sent yet, trailers otherwise. Safe to
@@ -132,7 +139,7 @@ export function endWithStatus(stream: ServerHttp2Stream, code: number, message: 
   if (stream.closed || stream.destroyed) return;
   const status = { "grpc-status": String(code), ...(message ? { "grpc-message": encodeGrpcMessage(message) } : {}) };
   if (!stream.headersSent) {
-    stream.respond({ ...RESPONSE_HEADERS, ...status }, { endStream: true });
+    stream.respond(responseHeaders(...Object.entries(status).flat()), { endStream: true });
     // A tenant still sending is reset (RST_STREAM NO_ERROR, HTTP/2 §8.1, as grpc-go's servers do):
     // nothing more arrives. Not after trailers: Node's client (grpc-js) loses trailers a reset follows at once.
     if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
@@ -146,7 +153,7 @@ export function endWithStatus(stream: ServerHttp2Stream, code: number, message: 
 /** Answers a unary call with one message and status OK. */
 export function sendUnary(stream: ServerHttp2Stream, framed: Buffer): void {
   if (stream.closed || stream.destroyed) return;
-  stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
+  stream.respond(responseHeaders(), { waitForTrailers: true });
   stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
   writeFrame(stream, framed);
   stream.end();
