@@ -17,6 +17,7 @@ import { connectTenant, startTenant, type RunningTenant } from "../test/e2e/tena
 import type { EtcdClient, WatchStream } from "../test/support/etcd-client.ts";
 import { prefixRangeEnd } from "../test/support/kubernetes-client.ts";
 import { nextRequest, testConfig } from "../test/support/requests.ts";
+import { ensureBuilt } from "../test/support/build.ts";
 
 const COUNTS = (process.env.BENCH_TENANTS ?? "1,10,30,100").split(",").map(Number);
 const SECONDS = Number(process.env.BENCH_TENANT_SECONDS ?? 20);
@@ -73,10 +74,11 @@ function lightLoad(client: EtcdClient, until: () => boolean): { stop(): Promise<
   };
 }
 
-/** The hook server, as its Deployment runs it, and the steady-state sync of every parent posted to it in turn. */
+/** The hook server, as its Deployment runs it (the image's CMD), and the steady-state sync of every parent posted to it in turn. */
 async function syncLatencies(requests: HookRequest[], rounds: number): Promise<number[]> {
+  ensureBuilt();
   const port = await freePort();
-  const server = spawnManaged(process.execPath, ["hooks/server.ts"], { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? "", CORE_ETCD_ENDPOINTS: "https://127.0.0.1:2379", PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "warn" } });
+  const server = spawnManaged(process.execPath, ["dist/hooks/server.js"], { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? "", CORE_ETCD_ENDPOINTS: "https://127.0.0.1:2379", PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "warn" } });
   await waitFor("hook server", async () => (await httpGet(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.status === 200, 20_000, () => server.logs());
   const latencies: number[] = [];
   for (let round = 0; round < rounds; round++) {

@@ -10,6 +10,8 @@ import { parseQuantity, Quantity } from "./quantity.ts";
 type Schema = Record<string, unknown>;
 
 export function loadSchema(file: string): Schema {
+  // Beside this module's folder: schemas/ when run from source, dist/schemas/ (the build copies
+  // it there) when run compiled from dist/hooks/, as the image runs it.
   const raw = loadYaml(readFileSync(new URL(`../schemas/${file}`, import.meta.url), "utf8")) as Schema;
   return inlineRefs(raw, (raw.$defs ?? {}) as Record<string, Schema>) as Schema;
 }

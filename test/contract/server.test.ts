@@ -1,5 +1,6 @@
 // The process around the hooks: refuses dangerous configuration, says what it runs with, and
-// stops gracefully.
+// stops gracefully. It runs as the image's CMD runs it: `node dist/hooks/server.js`, the build of
+// test/support/build.ts.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
@@ -10,8 +11,10 @@ import { fileURLToPath } from "node:url";
 import { after, describe, test } from "node:test";
 import { DEFAULTS, VARIABLES } from "../../hooks/config.ts";
 import { freePort, waitFor } from "../e2e/harness.ts";
+import { ensureBuilt } from "../support/build.ts";
 
-const SERVER = fileURLToPath(new URL("../../hooks/server.ts", import.meta.url));
+ensureBuilt();
+const SERVER = fileURLToPath(new URL("../../dist/hooks/server.js", import.meta.url));
 const start = (env: Record<string, string>) => spawn(process.execPath, [SERVER], { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "pipe"] });
 const run = (env: Record<string, string>) => spawnSync(process.execPath, [SERVER], { env: { PATH: process.env.PATH, ...env }, encoding: "utf8", timeout: 20_000 });
 

@@ -1,38 +1,43 @@
-// The gateway as the image runs it: compiled to JavaScript in dist/ (tsconfig.build.json, `npm run
-// build`; the Dockerfile does the same), so that the tests run the very files the proxy
-// Deployment's command names. `npm test` builds first; a test or benchmark run alone builds here,
-// before it starts a gateway, whenever a source is newer than its output.
+// The gateway and the hook server as the image runs them: compiled to JavaScript in dist/
+// (tsconfig.build.json, `npm run build`; the Dockerfile does the same), with the schemas the hooks
+// read beside them (dist/schemas/, where hooks/schema.ts looks relative to its own file), so that
+// the tests run the very files the proxy Deployment's command and the image's CMD name. `npm test`
+// builds first; a test or benchmark run alone builds here, before it starts a gateway, whenever a
+// source is newer than its output.
 //
 // Test files run in parallel: one process builds while the others wait on a lock, and the build
 // goes to a folder of its own, each file then moved into dist/ whole (a rename), so that a gateway
 // starting meanwhile never reads a half-written file.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, rmdirSync, statSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, rmdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
-/** The compiled tree: dist/gateway/main.js is the gateway's entry. */
+/** The compiled tree: dist/gateway/main.js is the gateway's entry, dist/hooks/server.js the hook server's. */
 export const DIST = path.join(REPO_ROOT, "dist");
-const SOURCES = ["gateway"];
+const SOURCES = ["gateway", "hooks"];
+// Read at run time, copied as they are.
+const ASSETS = "schemas";
 const LOCK = path.join(REPO_ROOT, ".cache/build.lock");
 const LOCK_WAIT_MS = 120_000;
 // A lock older than this was left by a process that died while building.
 const STALE_LOCK_MS = 300_000;
 
-function files(dir: string): string[] {
+function files(dir: string, suffix: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
     const full = path.join(dir, entry.name);
-    return entry.isDirectory() ? files(full) : entry.name.endsWith(".ts") ? [full] : [];
+    return entry.isDirectory() ? files(full, suffix) : entry.name.endsWith(suffix) ? [full] : [];
   });
 }
 
-/** Sources whose compiled file is missing or older than they are. */
+/** Sources and schemas whose output in dist/ is missing or older than they are. */
 export function staleSources(): string[] {
-  return SOURCES.flatMap((dir) => files(path.join(REPO_ROOT, dir))).filter((source) => {
-    const output = path.join(DIST, path.relative(REPO_ROOT, source)).replace(/\.ts$/, ".js");
-    return !existsSync(output) || statSync(output).mtimeMs < statSync(source).mtimeMs;
-  });
+  const outputs = [
+    ...SOURCES.flatMap((dir) => files(path.join(REPO_ROOT, dir), ".ts")).map((source) => [source, path.join(DIST, path.relative(REPO_ROOT, source)).replace(/\.ts$/, ".js")] as const),
+    ...files(path.join(REPO_ROOT, ASSETS), ".yaml").map((source) => [source, path.join(DIST, path.relative(REPO_ROOT, source))] as const),
+  ];
+  return outputs.filter(([source, output]) => !existsSync(output) || statSync(output).mtimeMs < statSync(source).mtimeMs).map(([source]) => source);
 }
 
 function moveInto(from: string, to: string): void {
@@ -74,8 +79,9 @@ export function ensureBuilt(): void {
         // tsc emits despite type errors, which are `npm test`'s type check's to report (and the
         // image's build refuses them); only files it did not write fail here.
         const output = error as { stdout?: Buffer; stderr?: Buffer };
-        if (!existsSync(path.join(out, "gateway/main.js"))) throw new Error(`building dist/ failed (npm run build):\n${output.stdout?.toString() ?? ""}${output.stderr?.toString() ?? String(error)}`);
+        if (!["gateway/main.js", "hooks/server.js"].every((entry) => existsSync(path.join(out, entry)))) throw new Error(`building dist/ failed (npm run build):\n${output.stdout?.toString() ?? ""}${output.stderr?.toString() ?? String(error)}`);
       }
+      cpSync(path.join(REPO_ROOT, ASSETS), path.join(out, ASSETS), { recursive: true });
       moveInto(out, DIST);
     } finally {
       rmSync(out, { recursive: true, force: true });
