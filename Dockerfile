@@ -1,10 +1,10 @@
-# One image for the hook server and the tenant gateway (its second command, node
-# dist/gateway/main.js, which the proxy Deployments run). Both run as JavaScript compiled in a
-# build stage (`npm run build`: tsconfig.build.json, and the schemas the hooks read copied beside
-# them into dist/schemas/), as the tests build them: stripping types at every start loaded the
-# stripper into every process. The gateway's TypeScript stays for the backup Jobs, which run
-# gateway/backup/main.ts. The working directory mirrors the repository, so the commands also run
-# from a checkout's root once it is built.
+# One image for the hook server, the tenant gateway (node dist/gateway/main.js, which the proxy
+# Deployments run) and the backup program (node dist/gateway/backup/main.js, which the backup,
+# restore, delete and schedule Jobs run). All run as JavaScript compiled in a build stage (`npm run
+# build`: tsconfig.build.json, and the schemas the hooks read copied beside them into
+# dist/schemas/), as the tests build them: stripping types at every start loaded the stripper into
+# every process. The working directory mirrors the repository, so the commands also run from a
+# checkout's root once it is built.
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -20,7 +20,6 @@ WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev && npm cache clean --force
-COPY gateway/ gateway/
 COPY --from=build /app/dist/ dist/
 # A numeric user, so that the kubelet can verify runAsNonRoot.
 USER 65532:65532
