@@ -1,11 +1,12 @@
 // restore: a backup file into an empty prefix. Everything that can be checked before writing is
 // checked first, and a refusal writes nothing: the whole file (framing, checksums, version, order,
 // counts, SHA-256), the tenant's storage quota, then that the prefix is empty. Then the file is
-// read again and written in Txns of bounded size, each guarded so that it only creates keys that
-// do not exist; leases are granted under IDs of the tenant's (tenant/leases.ts), so that its
-// gateway lets it keep them alive and revoke them. A restore that fails once it began writing
-// deletes the prefix (a DeleteRange of exactly the prefix, made by keys.ts) so that it is empty
-// again, retrying while core etcd is unreachable, up to a deadline.
+// read again and written in Txns of bounded size, a few in flight, each guarded so that it only
+// creates keys that do not exist; leases are granted under IDs of the tenant's (tenant/leases.ts),
+// so that its gateway lets it keep them alive and revoke them. A restore that fails once it began
+// writing deletes the prefix (a DeleteRange of exactly the prefix, made by keys.ts), once every Txn
+// sent was answered, so that it is empty again, retrying while core etcd is unreachable, up to a
+// deadline.
 import { createReadStream } from "node:fs";
 import { LeaseScope } from "../tenant/leases.ts";
 import { readBackup, verifyBackup, type BackupHeader, type BackupTrailer } from "./format.ts";
@@ -16,6 +17,10 @@ import { Failure } from "./failure.ts";
 // and value larger than MAX_TXN_BYTES go alone.
 const MAX_TXN_KEYS = 100;
 const MAX_TXN_BYTES = 1024 * 1024;
+// Txns sent before the first is answered: core etcd commits the proposals that arrive together in
+// one raft write (one fsync), where one at a time costs one each. Each Txn creates keys of its own
+// range of the file, guarded on that range, so their order does not matter.
+const TXNS_IN_FLIGHT = 4;
 /** A key whose lease would run out within this is not sent (it would be gone by the time it is read). */
 const LEASE_MARGIN_MS = 1_000;
 const GRANT_ATTEMPTS = 5;
@@ -67,6 +72,8 @@ export async function restore(calls: TenantCalls, tenant: string, options: Resto
   const granted = new Map<number, { id: bigint; until: number }>();
   let batch: { key: Buffer; value: Buffer; lease: number }[] = [];
   let batchBytes = 0;
+  /** Txns sent and not yet answered, oldest first. */
+  const inFlight: Promise<void>[] = [];
   let written = 0;
   let expired = 0;
   let revision = 0;
@@ -107,10 +114,15 @@ export async function restore(calls: TenantCalls, tenant: string, options: Resto
     batch = [];
     batchBytes = 0;
     if (puts.length === 0) return;
-    const answer = await calls.createAll(puts);
-    if (!answer.applied) throw new Error(`a key among the file's keys ${first} to ${first + batchSize - 1} exists already: something else writes into the prefix`);
-    written += puts.length;
-    revision = answer.revision;
+    const sent = calls.createAll(puts).then((answer) => {
+      if (!answer.applied) throw new Error(`a key among the file's keys ${first} to ${first + batchSize - 1} exists already: something else writes into the prefix`);
+      written += puts.length;
+      revision = Math.max(revision, answer.revision);
+    });
+    // Its failure is thrown where it is awaited, in order.
+    sent.catch(() => {});
+    inFlight.push(sent);
+    if (inFlight.length >= TXNS_IN_FLIGHT) await inFlight.shift();
   };
 
   try {
@@ -123,11 +135,14 @@ export async function restore(calls: TenantCalls, tenant: string, options: Resto
         batchBytes += size;
       } else if (entry.kind === "trailer") {
         await flush();
+        while (inFlight.length > 0) await inFlight.shift();
         if (entry.trailer.sha256 !== trailer.sha256) throw new Error(`${options.in} changed while it was restored (SHA-256 ${entry.trailer.sha256}, was ${trailer.sha256})`);
       }
     }
   } catch (error) {
     const why = (error as Error).message;
+    // No Txn may apply after the prefix was emptied.
+    await Promise.allSettled(inFlight);
     const cleaned = await deleteWritten(calls, [...granted.values()].map((lease) => lease.id), options.cleanupTimeoutSeconds);
     const wrote = `restore failed after writing ${written} of ${trailer.keys} keys: ${why}`;
     if (cleaned.ok) throw new Failure(1, "RestoreFailed", `${wrote}; deleted what it wrote (${cleaned.deleted} keys): the prefix ${prefix} is empty again`);
