@@ -59,10 +59,10 @@ test("the young generation follows the memory limit: a sixteenth of it, from 1 t
     assert.ok(read.valid, read.valid ? "" : read.problems.join("; "));
     return (buildDeployment("t", read.spec, config) as any).spec.template.spec.containers[0].command;
   };
-  assert.deepEqual(command(undefined), ["/usr/local/bin/node", "--max-semi-space-size=16", "--external-memory-accounted-in-global-limit", "dist/gateway/main.js"], "the default 256Mi limit");
-  assert.equal(command({ limits: { memory: "128Mi" } })[1], "--max-semi-space-size=8");
-  assert.equal(command({ limits: { memory: "100M" } })[1], "--max-semi-space-size=5");
-  assert.equal(command({ limits: { memory: "8Mi" } })[1], "--max-semi-space-size=1");
-  assert.equal(command({ limits: { memory: "4Gi" } })[1], "--max-semi-space-size=16");
-  assert.equal(command({ requests: { memory: "64Mi" } })[1], "--max-semi-space-size=16", "no limit");
+  assert.deepEqual(command(undefined), ["/usr/local/bin/node", "--v8-pool-size=1", "--max-semi-space-size=16", "--external-memory-accounted-in-global-limit", "dist/gateway/main.js"], "the default 256Mi limit");
+  assert.equal(command({ limits: { memory: "128Mi" } })[2], "--max-semi-space-size=8");
+  assert.equal(command({ limits: { memory: "100M" } })[2], "--max-semi-space-size=5");
+  assert.equal(command({ limits: { memory: "8Mi" } })[2], "--max-semi-space-size=1");
+  assert.equal(command({ limits: { memory: "4Gi" } })[2], "--max-semi-space-size=16");
+  assert.equal(command({ requests: { memory: "64Mi" } })[2], "--max-semi-space-size=16", "no limit");
 });
