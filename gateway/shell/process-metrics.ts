@@ -12,9 +12,11 @@ const GC_BUCKETS = [0.001, 0.01, 0.1, 1, 2, 5];
 // The kinds of NodeGCPerformanceDetail, as prom-client names them.
 const GC_KINDS: Record<number, string> = { 1: "minor", 2: "major", 4: "incremental", 8: "weakcb" };
 // prom-client samples the event loop every 10 ms: 100 wakeups a second cost an idle gateway 0.35%
-// of a core, most of what it spends idle. Every 100 ms: a tenth of that, and a delay of a few
-// milliseconds still shows.
-const EVENT_LOOP_RESOLUTION_MS = 100;
+// of a core, most of what it spends idle. Every 100 ms was still 0.027 of the 0.062 CPU seconds an
+// idle gateway spent a minute (bench/gateway-cost.ts's long idle); every second it is a tenth of
+// that. A stall still shows in the histogram when it holds a sample back (one of 250 ms, a
+// quarter of the time), and nodejs_eventloop_lag_seconds is measured at each scrape.
+const EVENT_LOOP_RESOLUTION_MS = 1_000;
 
 export interface ProcessMetrics {
   write(out: Exposition): Promise<void>;

@@ -6,7 +6,6 @@
 // effect for new connections at once, so a renewal or a CA rotation never restarts the gateway. A
 // half-written change (a certificate without its new key) waits for the rest.
 import { X509Certificate, createPrivateKey } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { readFileSync, statSync } from "node:fs";
 import type { Logger } from "../log.ts";
 import { ConfigError, type GatewayConfig } from "./config.ts";
@@ -70,45 +69,39 @@ export function watchMaterial(files: Files, current: Record<Side, KeyPairWithCa>
   const rejected: Partial<Record<Side, string>> = {};
   // Each side's files as last looked at: inode, size, modification and change times.
   const looks: Partial<Record<Side, string>> = {};
-  let busy = false;
   let ticks = 0;
-  const timer = setInterval(async () => {
-    if (busy) return;
-    busy = true;
+  const timer = setInterval(() => {
     const readAnyway = ++ticks % READ_EVERY === 0;
-    try {
-      for (const side of ["serving", "core"] as const) {
-        const spec = SIDES[side];
-        const paths = [spec.cert, spec.key, spec.ca].map(([field]) => files[field]);
-        let fresh: KeyPairWithCa;
-        try {
-          // Synchronous: a look at three files of a memory-backed volume takes microseconds, and
-          // sent to libuv's thread pool it cost an idle gateway more than the look itself.
-          const look = paths.map((path) => statSync(path)).map((s) => `${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`).join(" ");
-          if (look === looks[side] && !readAnyway) continue;
-          looks[side] = look;
-          const [cert, key, ca] = await Promise.all(paths.map((path) => readFile(path)));
-          fresh = { cert: cert!, key: key!, ca: ca! };
-        } catch {
-          continue; // a file briefly missing while the kubelet swaps the volume
-        }
-        const was = current[side];
-        if (fresh.cert.equals(was.cert) && fresh.key.equals(was.key) && fresh.ca.equals(was.ca)) continue;
-        try {
-          check(fresh, spec, files);
-        } catch (error) {
-          const why = (error as Error).message;
-          if (rejected[side] !== why) log.warn({ side, why }, "changed TLS files are not usable yet; keeping the current ones");
-          rejected[side] = why;
-          continue;
-        }
-        delete rejected[side];
-        current[side] = fresh;
-        apply(side, fresh);
-        log.info({ side }, "TLS material reloaded");
+    for (const side of ["serving", "core"] as const) {
+      const spec = SIDES[side];
+      const paths = [spec.cert, spec.key, spec.ca].map(([field]) => files[field]);
+      let fresh: KeyPairWithCa;
+      try {
+        // Synchronous, the look and the read: three small files of a memory-backed volume take
+        // microseconds, and sent to libuv's thread pool they cost an idle gateway more CPU than
+        // the work itself, and each pool thread's own malloc arena grew its memory.
+        const look = paths.map((path) => statSync(path)).map((s) => `${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`).join(" ");
+        if (look === looks[side] && !readAnyway) continue;
+        looks[side] = look;
+        const [cert, key, ca] = paths.map((path) => readFileSync(path));
+        fresh = { cert: cert!, key: key!, ca: ca! };
+      } catch {
+        continue; // a file briefly missing while the kubelet swaps the volume
       }
-    } finally {
-      busy = false;
+      const was = current[side];
+      if (fresh.cert.equals(was.cert) && fresh.key.equals(was.key) && fresh.ca.equals(was.ca)) continue;
+      try {
+        check(fresh, spec, files);
+      } catch (error) {
+        const why = (error as Error).message;
+        if (rejected[side] !== why) log.warn({ side, why }, "changed TLS files are not usable yet; keeping the current ones");
+        rejected[side] = why;
+        continue;
+      }
+      delete rejected[side];
+      current[side] = fresh;
+      apply(side, fresh);
+      log.info({ side }, "TLS material reloaded");
     }
   }, RELOAD_INTERVAL_MS);
   timer.unref();
