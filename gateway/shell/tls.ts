@@ -79,7 +79,7 @@ export function watchMaterial(files: Files, current: Record<Side, KeyPairWithCa>
       try {
         // Synchronous, the look and the read: three small files of a memory-backed volume take
         // microseconds, and sent to libuv's thread pool they cost an idle gateway more CPU than
-        // the work itself, and each pool thread's own malloc arena grew its memory.
+        // the work itself.
         const look = paths.map((path) => statSync(path)).map((s) => `${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`).join(" ");
         if (look === looks[side] && !readAnyway) continue;
         looks[side] = look;
