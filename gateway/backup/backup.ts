@@ -83,7 +83,7 @@ export class PageWindows {
       // The spacing of the page's own keys: its start may lie before a gap.
       const last = keys[keys.length - 1]!;
       const [from, gaps] = keys.length > 1 ? [keys[0]!, keys.length - 1] : [this.start, 1];
-      this.width = (bigMax(1n, keyNumber(last) - keyNumber(from)) * WINDOW_KEYS) / BigInt(gaps);
+      this.width = bigMax(1n, ((keyNumber(last) - keyNumber(from)) * WINDOW_KEYS) / BigInt(gaps));
       this.start = Buffer.concat([last, AFTER]);
     } else {
       if (this.end === undefined) return false;
@@ -91,11 +91,12 @@ export class PageWindows {
       // after a run that differed late). Each next window is wider by the square of the last
       // growth, so that any gap is crossed in a few requests.
       this.empty = keys.length === 0 ? this.empty + 1 : 0;
-      const growth = this.empty === 0 ? WINDOW_KEYS / BigInt(keys.length) : WINDOW_KEYS ** (1n << BigInt(this.empty - 1));
-      this.width = bigMin(KEY_SPACE, this.width! * growth);
+      const wider = this.empty === 0 ? (this.width! * WINDOW_KEYS) / BigInt(keys.length) : this.width! * WINDOW_KEYS ** (1n << BigInt(this.empty - 1));
+      // A page of more keys than WINDOW_KEYS narrows it, never below one.
+      this.width = bigMin(KEY_SPACE, bigMax(1n, wider));
       this.start = this.end;
     }
-    const end = keyNumber(this.start) + bigMax(1n, this.width);
+    const end = keyNumber(this.start) + this.width;
     this.end = end >= KEY_SPACE ? undefined : numberKey(end);
     return true;
   }

@@ -79,6 +79,13 @@ describe("backup pages", () => {
     );
   });
 
+  test("pages of more keys than a window is sized for (a read budget of gigabytes) still advance a page at a time", () => {
+    const keys = sortedUnique(Array.from({ length: 20_000 }, (_, i) => Buffer.from(`registry/objects/o-${String(i).padStart(6, "0")}`)));
+    const { read, pages } = page(keys, 5_000);
+    assert.equal(read.length, keys.length);
+    assert.ok(pages <= 20, `${pages} pages`);
+  });
+
   test("100,000 keys of an API server, 31 a page: pages within 30% of the fewest, and etcd walks a few thousand keys a page, not half of them", () => {
     const keys = apiServerKeys(100_000);
     const { read, pages, walked } = page(keys, 31);
