@@ -1,7 +1,7 @@
 // `npm run bench` (alone: `node bench/backup.ts`): backup and restore of one tenant (gateway/backup/),
 // and what a running backup costs the tenant's own calls. On one fresh core etcd 3.6 (TLS), two
 // tenants of 256 MiB each are written straight into core etcd (one of 2 KiB objects, one of 64 KiB);
-// each is backed up and restored into an empty prefix by the program (`node gateway/backup/main.ts`,
+// each is backed up and restored into an empty prefix by the program (`node dist/gateway/backup/main.js`,
 // a new process each, its start-up included), the default read budget (64 MiB). Then each tenant,
 // served by its gateway (from the Deployment the sync hook returns), takes a steady load of gets
 // and puts of 1 KiB objects at a fixed rate, first alone, then while backups of it run back to
@@ -12,7 +12,7 @@
 // per load phase, BENCH_BACKUP_RATE (default 100) calls a second, BENCH_BACKUP_SIZES (default
 // 2048,65536) the objects' sizes; BENCH_BACKUP_UNDER_LOAD_DIR where the backups under load are
 // written (default: beside core etcd's data, on its disk; /dev/shm leaves that disk to etcd);
-// BENCH_BACKUP_REPO another checkout whose gateway/backup/main.ts is run instead (the report is
+// BENCH_BACKUP_REPO another checkout whose dist/gateway/backup/main.js is run instead (build it there first) (the report is
 // then printed, not written), to compare two versions on one machine.
 import { rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -20,6 +20,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { spawnManaged, startCoreEtcd, stopAll, tempDir, type CoreEtcd } from "../test/e2e/harness.ts";
 import { connectTenant, startTenant } from "../test/e2e/tenant.ts";
+import { ensureBuilt } from "../test/support/build.ts";
 import { connect, type EtcdClient } from "../test/support/etcd-client.ts";
 import { testConfig } from "../test/support/requests.ts";
 
@@ -29,6 +30,8 @@ const LOAD_SECONDS = Number(process.env.BENCH_BACKUP_LOAD_SECONDS ?? 15);
 const RATE = Number(process.env.BENCH_BACKUP_RATE ?? 100);
 const REPO = fileURLToPath(new URL("../", import.meta.url));
 const PROGRAM_REPO = process.env.BENCH_BACKUP_REPO ?? REPO;
+// The program as the image runs it, compiled; another checkout's is built there by whoever names it.
+if (PROGRAM_REPO === REPO) ensureBuilt();
 const OUT = fileURLToPath(new URL("./RESULTS-backup.md", import.meta.url));
 const SIZES = [2 * 1024, 64 * 1024];
 
@@ -65,7 +68,7 @@ const loadAverage = () => os.loadavg()[0]!.toFixed(1);
 async function program(args: string[]): Promise<Run> {
   const loadBefore = loadAverage();
   const started = performance.now();
-  const child = spawnManaged(process.execPath, ["gateway/backup/main.ts", ...args], { cwd: PROGRAM_REPO, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+  const child = spawnManaged(process.execPath, ["dist/gateway/backup/main.js", ...args], { cwd: PROGRAM_REPO, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
   const { code } = await child.exited;
   const seconds = (performance.now() - started) / 1000;
   if (code !== 0) throw new Error(`${args[0]} exited ${code}: ${child.stderr()}`);
@@ -177,7 +180,7 @@ try {
     "# Backup and restore of one tenant",
     "",
     `\`node bench/backup.ts\` on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "unknown CPU"}), shared; core etcd ${core.release.version} with TLS, one member; ${new Date().toISOString().slice(0, 10)}.`,
-    "Each run is the program (`node gateway/backup/main.ts`, a new process, its start-up included), the default read budget of 64 MiB; the restore goes into an empty prefix of core etcd. Load: the machine's load average (1 minute) before and after each measurement.",
+    "Each run is the program (`node dist/gateway/backup/main.js`, a new process, its start-up included), the default read budget of 64 MiB; the restore goes into an empty prefix of core etcd. Load: the machine's load average (1 minute) before and after each measurement.",
     "",
     "| | objects | keys | MiB | pages | seconds | MiB/s | keys/s | load |",
     "|---|---|---|---|---|---|---|---|---|",

@@ -9,10 +9,13 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { ensureBuilt } from "../support/build.ts";
 import { connect, type EtcdClient } from "../support/etcd-client.ts";
 import { spawnManaged, startCoreEtcd, stopAll, tempDir, type CoreEtcd } from "./harness.ts";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
+// The program as the image runs it: compiled (test/support/build.ts; npm test builds it first).
+ensureBuilt();
 const MiB = 1024 * 1024;
 const BUDGET = 8 * MiB;
 const VALUE_BYTES = 512 * 1024;
@@ -58,7 +61,7 @@ describe("a backup of a tenant larger than the read budget, and core etcd's peak
     const before = await peakMiB(core);
     const file = path.join(dir, "big.etcdbackup");
     const args = ["backup", "--tenant=big", `--prefix=${PREFIX}`, `--endpoints=${core.endpoint}`, `--cacert=${core.caFile}`, `--cert=${core.certFile}`, `--key=${core.keyFile}`, `--out=${file}`, `--read-budget-bytes=${BUDGET}`];
-    const child = spawnManaged(process.execPath, ["gateway/backup/main.ts", ...args], { cwd: REPO, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+    const child = spawnManaged(process.execPath, ["dist/gateway/backup/main.js", ...args], { cwd: REPO, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
     const { code } = await child.exited;
     assert.equal(code, 0, child.stderr());
     const summary = JSON.parse(child.stdout()) as { keys: number; bytes: number; pages: number };

@@ -1,5 +1,5 @@
 // Backup and restore of one tenant (gateway/backup/, README "Backup format") on a real TLS core
-// etcd, the programs run as processes exactly as a Job would run them (`node gateway/backup/main.ts`
+// etcd, the programs run as processes exactly as a Job would run them (`node dist/gateway/backup/main.js`
 // with the core credentials as files). The oracle is the tests' own etcd client: a backup taken
 // while writes continue equals a Range of the prefix at the backup's revision, key for key and byte
 // for byte; a restore gives exactly those keys, and leases with the TTL they had left; every
@@ -15,10 +15,13 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { BackupWriter, readBackup, type BackupEntry } from "../../gateway/backup/format.ts";
 import { LeaseScope } from "../../gateway/tenant/leases.ts";
+import { ensureBuilt } from "../support/build.ts";
 import { connect, type EtcdClient } from "../support/etcd-client.ts";
 import { spawnManaged, startCoreEtcd, stopAll, tempDir, waitFor, type CoreEtcd } from "./harness.ts";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
+// The program as the image runs it: compiled (test/support/build.ts; npm test builds it first).
+ensureBuilt();
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const KEYS = 1_200;
@@ -34,9 +37,9 @@ interface Run {
   stderr: string;
 }
 
-/** One run of `node gateway/backup/main.ts`, as a Job's container runs it. */
+/** One run of `node dist/gateway/backup/main.js`, as a Job's container runs it. */
 async function tool(args: readonly string[]): Promise<Run> {
-  const child = spawnManaged(process.execPath, ["gateway/backup/main.ts", ...args], { cwd: REPO, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+  const child = spawnManaged(process.execPath, ["dist/gateway/backup/main.js", ...args], { cwd: REPO, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
   const { code } = await child.exited;
   return { code, stdout: child.stdout(), stderr: child.stderr() };
 }
