@@ -30,8 +30,8 @@ const MANIFESTS = path.join(REPO_ROOT, "manifests");
 export const PROXY_NAMESPACE = "kube-apiserver-storage";
 const HOOKS_NAMESPACE = "etcdstorage-system";
 const CONTROLLER = "etcdstorage";
-/** The image the Dockerfile builds runs `node hooks/server.ts` from /app when a container names no command. */
-const IMAGE = { command: ["node", "hooks/server.ts"], workingDir: "/app" };
+/** The image the Dockerfile builds runs `node dist/hooks/server.js` from /app when a container names no command. */
+const IMAGE = { command: ["node", "dist/hooks/server.js"], workingDir: "/app" };
 
 // Metacontroller's CompositeController type, so that manifests/ applies whole. Its real CRD comes
 // with Metacontroller, which is not built here; this one stores the object as given.
