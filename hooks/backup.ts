@@ -164,8 +164,8 @@ export function syncBackup(request: HookRequest, config: Config, now: Date): Bac
 
 /**
  * An EtcdStorageBackup being deleted. Retain: finalized at once (the file stays; the garbage
- * collector takes the Job). Delete: the backup's Job is dropped first, and only once it is gone
- * (no writer left) does a Job delete the file and what a stopped backup left of it; finalized
+ * collector takes the Job). Delete: the backup's Job is dropped first, and only once it and its
+ * running pods are gone (no writer left) does a Job delete the file and what a stopped backup left of it; finalized
  * when that Job completed. A delete Job that failed (the claim gone, say) holds the object with
  * a FileDeleted condition saying why: the file is not known to be gone.
  */
@@ -188,12 +188,15 @@ export function finalizeBackup(request: HookRequest, config: Config, now: Date):
     report: { backup: name, tenant: storage, outcome: "Finalizing" },
   });
   const file = `${backupFile(name)} on PersistentVolumeClaim ${config.proxyNamespace}/${volumeClaim}`;
-  if (findObject(request.children, "Job", config.proxyNamespace, backupJobName(name))) {
-    return waiting([], "False", "StoppingBackup", `deletionPolicy Delete: the backup's Job is being deleted; then a Job deletes ${file}`, WAIT_SECONDS);
+  const podsOf = (job: string) => allObjects({ [POD_KEY]: request.related?.[POD_KEY] ?? {} }).filter((pod) => pod.metadata.labels?.["batch.kubernetes.io/job-name"] === job);
+  // A backup pod still terminating could write the file again after it was deleted.
+  const backupWriting = podsOf(backupJobName(name)).some((pod) => !["Succeeded", "Failed"].includes(String((pod.status as { phase?: unknown } | undefined)?.phase)));
+  if (findObject(request.children, "Job", config.proxyNamespace, backupJobName(name)) || backupWriting) {
+    return waiting([], "False", "StoppingBackup", `deletionPolicy Delete: the backup's Job and its pods are being deleted; then a Job deletes ${file}`, WAIT_SECONDS);
   }
   const jobName = deleteJobName(name);
   const job = buildDeleteJob(name, storage, volumeClaim, config);
-  const pods = allObjects({ [POD_KEY]: request.related?.[POD_KEY] ?? {} }).filter((pod) => pod.metadata.labels?.["batch.kubernetes.io/job-name"] === jobName);
+  const pods = podsOf(jobName);
   const outcome = jobOutcome(findObject(request.children, "Job", config.proxyNamespace, jobName), pods, "delete");
   switch (outcome.state) {
     case "Succeeded":

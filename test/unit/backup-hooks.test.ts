@@ -176,9 +176,9 @@ describe("the backup sync, by what it observes", () => {
 });
 
 describe("deleting an EtcdStorageBackup: its deletionPolicy", () => {
-  const deleting = (spec: Record<string, unknown>, job?: KubeObject) => {
+  const deleting = (spec: Record<string, unknown>, job?: KubeObject, pods: KubeObject[] = []) => {
     const parent = backupParent({ file: "nightly.etcdbackup", conditions: [{ type: "Complete", status: "True", reason: "Completed", message: "done", lastTransitionTime: "2026-11-22T11:00:00Z" }] }, spec);
-    return backupRequest({ ...parent, metadata: { ...parent.metadata, deletionTimestamp: "2026-11-22T11:59:00Z" } } as never, job);
+    return backupRequest({ ...parent, metadata: { ...parent.metadata, deletionTimestamp: "2026-11-22T11:59:00Z" } } as never, job, pods);
   };
   const deleteSpec = { storage: "alpha", volumeClaim: "backups", deletionPolicy: "Delete" };
 
@@ -194,8 +194,14 @@ describe("deleting an EtcdStorageBackup: its deletionPolicy", () => {
     assert.equal((stopping.response.status.conditions as Condition[]).find((c) => c.type === "FileDeleted")?.reason, "StoppingBackup");
     assert.equal((stopping.response.status.conditions as Condition[]).find((c) => c.type === "Complete")?.status, "True", "what the backup was stays in status");
 
+    // The Job gone but its pod still terminating: it could write the file again.
+    const backupPod = (phase: string): KubeObject => ({ apiVersion: "v1", kind: "Pod", metadata: { name: "etcd-backup-nightly-x1", namespace: NS, labels: { "etcdproxy.dev/backup": "nightly", "batch.kubernetes.io/job-name": "etcd-backup-nightly" } }, status: { phase } });
+    const terminating = finalizeBackup(deleting(deleteSpec, undefined, [backupPod("Running")]), config, now);
+    assert.deepEqual([terminating.response.finalized, terminating.response.children], [false, []]);
+    assert.equal((terminating.response.status.conditions as Condition[]).find((c) => c.type === "FileDeleted")?.reason, "StoppingBackup");
+
     const deleteJob = buildDeleteJob("nightly", "alpha", "backups", config);
-    const started = finalizeBackup(deleting(deleteSpec), config, now);
+    const started = finalizeBackup(deleting(deleteSpec, undefined, [backupPod("Succeeded")]), config, now);
     assert.deepEqual([started.response.finalized, started.response.children], [false, [deleteJob]]);
     assert.equal(deleteJob.metadata.name, deleteJobName("nightly"));
     const container = (deleteJob.spec as any).template.spec.containers[0];
