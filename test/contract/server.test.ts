@@ -93,17 +93,22 @@ describe("a running server", () => {
     const { server, port, output } = await serve();
     const body = readFileSync(new URL("../fixtures/sync-request.json", import.meta.url));
     const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const request = httpRequest({ host: "127.0.0.1", port, method: "POST", path: "/sync", headers: { "content-type": "application/json", "content-length": body.length } }, (response) => {
+      const request = httpRequest({ host: "127.0.0.1", port, method: "POST", path: "/sync", headers: { "content-type": "application/json", "content-length": body.length, expect: "100-continue" } }, (response) => {
         let text = "";
         response.on("data", (chunk) => (text += chunk));
         response.on("end", () => resolve({ status: response.statusCode!, body: text }));
       });
       request.on("error", reject);
-      // Half the body now; the rest only once the server has begun shutting down.
-      request.write(body.subarray(0, body.length / 2), () => {
-        server.kill("SIGTERM");
-        waitFor("shutdown begun", async () => output().includes("shutting down")).then(() => request.end(body.subarray(body.length / 2)), reject);
+      // The server sends 100 Continue once it has taken the request (a request it had not taken
+      // before shutting down is refused with 503): from then on the request is in flight. Half the
+      // body now; the rest only once the server has begun shutting down.
+      request.on("continue", () => {
+        request.write(body.subarray(0, body.length / 2), () => {
+          server.kill("SIGTERM");
+          waitFor("shutdown begun", async () => output().includes("shutting down")).then(() => request.end(body.subarray(body.length / 2)), reject);
+        });
       });
+      request.flushHeaders();
     });
     const reply = await answered;
     assert.equal(reply.status, 200, reply.body);
