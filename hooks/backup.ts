@@ -190,9 +190,14 @@ export function finalizeBackup(request: HookRequest, config: Config, now: Date):
   const file = `${backupFile(name)} on PersistentVolumeClaim ${config.proxyNamespace}/${volumeClaim}`;
   const podsOf = (job: string) => allObjects({ [POD_KEY]: request.related?.[POD_KEY] ?? {} }).filter((pod) => pod.metadata.labels?.["batch.kubernetes.io/job-name"] === job);
   // A backup pod still terminating could write the file again after it was deleted.
-  const backupWriting = podsOf(backupJobName(name)).some((pod) => !["Succeeded", "Failed"].includes(String((pod.status as { phase?: unknown } | undefined)?.phase)));
-  if (findObject(request.children, "Job", config.proxyNamespace, backupJobName(name)) || backupWriting) {
+  const running = (pods: KubeObject[]) => pods.filter((pod) => !["Succeeded", "Failed"].includes(String((pod.status as { phase?: unknown } | undefined)?.phase)));
+  if (findObject(request.children, "Job", config.proxyNamespace, backupJobName(name)) || running(podsOf(backupJobName(name))).length > 0) {
     return waiting([], "False", "StoppingBackup", `deletionPolicy Delete: the backup's Job and its pods are being deleted; then a Job deletes ${file}`, WAIT_SECONDS);
+  }
+  // A restore reading the file (it reads it twice: to check it, then to write it) finishes first.
+  const readers = running(allObjects({ [POD_KEY]: request.related?.[POD_KEY] ?? {} }).filter((pod) => pod.metadata.labels?.[BACKUP_LABEL] === name && pod.metadata.labels?.["app.kubernetes.io/component"] === "restore"));
+  if (readers.length > 0) {
+    return waiting([], "False", "RestoreReading", `deletionPolicy Delete: ${readers.map((pod) => `pod ${pod.metadata.namespace}/${pod.metadata.name}`).join(", ")} is restoring from ${file}; it is deleted once the restore has ended`, WAIT_SECONDS);
   }
   const jobName = deleteJobName(name);
   const job = buildDeleteJob(name, storage, volumeClaim, config);

@@ -24,7 +24,7 @@ export function customize(parent: EtcdStorageObject, config: Config) {
       ...(read.valid && read.spec.dataSource
         ? [
             { apiVersion: API_VERSION, resource: "etcdstoragebackups", names: [read.spec.dataSource.backup] },
-            { apiVersion: "v1", resource: "pods", namespace: config.proxyNamespace, labelSelector: { matchLabels: restorePodLabels(parent.metadata.name) } },
+            { apiVersion: "v1", resource: "pods", namespace: config.proxyNamespace, labelSelector: { matchLabels: restorePodLabels(parent.metadata.name, read.spec.dataSource.backup) } },
           ]
         : []),
     ],

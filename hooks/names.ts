@@ -8,7 +8,10 @@ export const GROUP = "etcdproxy.dev";
 export const API_VERSION = `${GROUP}/v1alpha1`;
 export const KIND = "EtcdStorage";
 export const BACKUP_KIND = "EtcdStorageBackup";
-/** The label that selects the pods of one EtcdStorageBackup's Job (customize asks for them). */
+/**
+ * The label of the pods that work on one EtcdStorageBackup's file: its backup Job's, its delete
+ * Job's, and those of restores from it (customize asks for them: its finalize waits for readers).
+ */
 export const BACKUP_LABEL = `${GROUP}/backup`;
 export const MANAGED_BY = "etcdstorage-hooks";
 export const TENANT_LABEL = `${GROUP}/tenant`;

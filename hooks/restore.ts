@@ -35,7 +35,7 @@ function finalRestored(previous: Condition[] | undefined): Condition | undefined
   const restored = previous?.find((c) => c.type === "Restored");
   if (!restored) return undefined;
   if (restored.status === "True") return restored;
-  return restored.status === "False" && !["Restoring", "BackupNotFound", "BackupNotComplete"].includes(restored.reason) ? restored : undefined;
+  return restored.status === "False" && !["Restoring", "BackupNotFound", "BackupNotComplete", "BackupBeingDeleted"].includes(restored.reason) ? restored : undefined;
 }
 
 export function planRestore(request: HookRequest, dataSource: { backup: string }, quotaBytes: number, config: Config): RestorePlan {
@@ -55,8 +55,13 @@ export function planRestore(request: HookRequest, dataSource: { backup: string }
   if (complete?.status !== "True" || typeof backupSpec.volumeClaim !== "string") {
     return { condition: restored("False", "BackupNotComplete", `EtcdStorageBackup ${dataSource.backup} has not completed${complete ? ` (${complete.reason}: ${complete.message})` : ""}; the restore starts once it has`), children: keep, serve: false, resyncAfterSeconds: 30 };
   }
+  // A backup being deleted may lose its file at any moment: a restore not begun waits (it fails
+  // if the deletion goes through); one that has begun holds the deletion until it is done.
+  if (backup.metadata.deletionTimestamp && !observedJob) {
+    return { condition: restored("False", "BackupBeingDeleted", `EtcdStorageBackup ${dataSource.backup} is being deleted; the restore starts if that is undone, and cannot once its file is gone`), children: keep, serve: false, resyncAfterSeconds: 30 };
+  }
   const job = buildRestoreJob(tenant, dataSource.backup, backupSpec.volumeClaim, quotaBytes, config);
-  const labels = restorePodLabels(tenant);
+  const labels = restorePodLabels(tenant, dataSource.backup);
   const pods = Object.values(request.related?.[POD_KEY] ?? {}).filter((pod) => Object.entries(labels).every(([key, value]) => pod?.metadata?.labels?.[key] === value));
   const outcome = jobOutcome(observedJob, pods, "restore");
   const prefix = tenantPrefix(config.tenantPrefixRoot, tenant);

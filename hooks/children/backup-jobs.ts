@@ -47,9 +47,9 @@ export function backupPodLabels(backup: string, tenant: string): Record<string, 
   return { ...childLabels(tenant, "backup"), [BACKUP_LABEL]: backup };
 }
 
-/** Labels of a restore Job's pods: the tenant's, component restore. */
-export function restorePodLabels(tenant: string): Record<string, string> {
-  return childLabels(tenant, "restore");
+/** Labels of a restore Job's pods: the tenant's, component restore, and the backup it reads (whose deletion waits for it). */
+export function restorePodLabels(tenant: string, backup: string): Record<string, string> {
+  return { ...childLabels(tenant, "restore"), [BACKUP_LABEL]: backup };
 }
 
 interface ProgramJob {
@@ -158,7 +158,7 @@ export function buildRestoreJob(tenant: string, backup: string, claim: string, q
   return programJob({
     name: tenantNames(tenant).restoreJob,
     namespace: config.proxyNamespace,
-    labels: restorePodLabels(tenant),
+    labels: restorePodLabels(tenant, backup),
     container: "restore",
     args: [...tenantFlags(tenant, config), `--in=${BACKUPS_MOUNT}/${backupFile(backup)}`, `--quota-bytes=${quotaBytes}`, `--result-file=${TERMINATION_LOG}`],
     claim: { name: claim, readOnly: true },

@@ -213,6 +213,17 @@ describe("deleting an EtcdStorageBackup: its deletionPolicy", () => {
     assert.equal(done.response.finalized, true);
   });
 
+  test("Delete: a restore reading the file holds its deletion until the restore has ended", () => {
+    const restorePod = (phase: string): KubeObject => ({ apiVersion: "v1", kind: "Pod", metadata: { name: "etcd-beta-restore-x1", namespace: NS, labels: (buildRestoreJob("beta", "nightly", "backups", 1, config).spec as any).template.metadata.labels }, status: { phase } });
+    const reading = finalizeBackup(deleting(deleteSpec, undefined, [restorePod("Running")]), config, now);
+    assert.deepEqual([reading.response.finalized, reading.response.children], [false, []]);
+    const condition = (reading.response.status.conditions as Condition[]).find((c) => c.type === "FileDeleted")!;
+    assert.equal(condition.reason, "RestoreReading");
+    assert.match(condition.message, /pod .*\/etcd-beta-restore-x1 is restoring from nightly.etcdbackup/);
+    const ended = finalizeBackup(deleting(deleteSpec, undefined, [restorePod("Succeeded")]), config, now);
+    assert.deepEqual(ended.response.children, [buildDeleteJob("nightly", "alpha", "backups", config)]);
+  });
+
   test("Delete: a delete Job that failed holds the object, saying why and what to do", () => {
     const failedJob = jobWith(buildDeleteJob("nightly", "alpha", "backups", config), [{ type: "Failed", reason: "DeadlineExceeded", message: "Job was active longer than specified deadline" }]);
     const held = finalizeBackup(deleting(deleteSpec, failedJob), config, now);
@@ -243,6 +254,8 @@ describe("restore: spec.dataSource", () => {
     { name: "the backup does not exist", options: {}, restored: ["False", "BackupNotFound"], job: false, serves: false },
     { name: "the backup has not completed", options: { backup: backupParent() }, restored: ["False", "BackupNotComplete"], job: false, serves: false },
     { name: "the restore Job is created", options: { backup: completedBackup }, restored: ["False", "Restoring"], job: true, serves: false },
+    { name: "the backup is being deleted: no restore begins (its file may go at any moment)", options: { backup: { ...completedBackup, metadata: { ...completedBackup.metadata, deletionTimestamp: "2026-11-22T11:59:00Z" } } }, restored: ["False", "BackupBeingDeleted"], job: false, serves: false },
+    { name: "the backup is being deleted while its restore runs: the restore goes on (the deletion waits for it)", options: { backup: { ...completedBackup, metadata: { ...completedBackup.metadata, deletionTimestamp: "2026-11-22T11:59:00Z" } }, job: restoreJob }, restored: ["False", "Restoring"], job: true, serves: false },
     { name: "the Job completed: Restored, the gateway serves", options: { backup: completedBackup, job: jobWith(restoreJob, [{ type: "Complete" }]), pods: [pod(labels, "restore", 0, { restored: true, keys: 40, bytes: 9000, leases: 2, from: { revision: 812 } })] }, restored: ["True", "Restored"], job: true, serves: true, message: /40 keys .* from EtcdStorageBackup nightly \(revision 812\)/ },
     ...(["PrefixNotEmpty", "OverQuota", "InvalidFile"] as const).map((reason) => ({
       name: `refused: ${reason}, reported with the program's message, the gateway held`,
