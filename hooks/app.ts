@@ -25,6 +25,16 @@ export interface AppOptions {
 const ANSWER_CACHE_ENTRIES = 2048;
 const ANSWER_CACHE_CHARS = 32 * 1024 * 1024;
 
+/** Each hook's path: its route, its 405 answers and the hook label of a failed request come from here. */
+const HOOK_PATHS: Record<HookName, string> = {
+  sync: "/sync",
+  finalize: "/finalize",
+  customize: "/customize",
+  "backup-sync": "/backup/sync",
+  "backup-finalize": "/backup/finalize",
+  "backup-customize": "/backup/customize",
+};
+
 export function buildApp(config: Config, options: AppOptions = {}): FastifyInstance {
   const now = options.now ?? (() => new Date());
   const app = Fastify({
@@ -72,7 +82,7 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
     );
   };
 
-  app.post("/finalize", { onRequest: requireJson }, async (request, reply) => {
+  app.post(HOOK_PATHS.finalize, { onRequest: requireJson }, async (request, reply) => {
     const started = performance.now();
     const body = await readJson(request);
     const parsed = parseHookRequest(body);
@@ -88,7 +98,7 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
   // nothing issued, no condition changed, no certificate step due; test/unit/stable-answer.test.ts).
   // The body is parsed only when the answer has to be computed.
   const answers = new LruCache<{ payload: string; report: SyncReport; stableUntil: number }>(ANSWER_CACHE_ENTRIES, ANSWER_CACHE_CHARS);
-  app.post("/sync", { onRequest: requireJson }, async (request, reply) => {
+  app.post(HOOK_PATHS.sync, { onRequest: requireJson }, async (request, reply) => {
     const started = performance.now();
     const raw = request.body as string;
     const time = now();
@@ -107,21 +117,24 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
     return reply.type("application/json; charset=utf-8").send(payload);
   });
 
-  app.post("/customize", { onRequest: requireJson }, async (request, reply) => {
-    const started = performance.now();
-    const body = await readJson(request);
-    const parsed = parseCustomizeRequest(body);
-    if (!parsed.ok) return badRequest(request, reply, "customize", parsed.problems, started, body);
-    const durationMs = performance.now() - started;
-    metrics.hookCall("customize", "Customized", durationMs / 1000);
-    request.log.info({ hook: "/customize", tenant: parsed.request.parent.metadata.name, outcome: "Customized", durationMs: round(durationMs) }, "hook call");
-    return customize(parsed.request.parent, config);
-  });
+  // Customize: which related objects the sync of a parent needs; `logged` names the parent in the log line.
+  const customizeRoute = (hook: "customize" | "backup-customize", parse: typeof parseCustomizeRequest, answer: typeof customize, logged: "tenant" | "backup") =>
+    app.post(HOOK_PATHS[hook], { onRequest: requireJson }, async (request, reply) => {
+      const started = performance.now();
+      const body = await readJson(request);
+      const parsed = parse(body);
+      if (!parsed.ok) return badRequest(request, reply, hook, parsed.problems, started, body);
+      const durationMs = performance.now() - started;
+      metrics.hookCall(hook, "Customized", durationMs / 1000);
+      request.log.info({ hook: HOOK_PATHS[hook], [logged]: parsed.request.parent.metadata.name, outcome: "Customized", durationMs: round(durationMs) }, "hook call");
+      return answer(parsed.request.parent, config);
+    });
+  customizeRoute("customize", parseCustomizeRequest, customize, "tenant");
 
   // The second CompositeController (etcdstoragebackup): one EtcdStorageBackup, one backup Job;
   // finalize deletes the file of a backup with deletionPolicy Delete.
   for (const [hook, answer] of [["backup-sync", syncBackup], ["backup-finalize", finalizeBackup]] as const) {
-    app.post(`/${hook.replace("-", "/")}`, { onRequest: requireJson }, async (request, reply) => {
+    app.post(HOOK_PATHS[hook], { onRequest: requireJson }, async (request, reply) => {
       const started = performance.now();
       const body = await readJson(request);
       const parsed = parseBackupHookRequest(body);
@@ -130,28 +143,19 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
       const durationMs = performance.now() - started;
       metrics.hookCall(hook, result.report.outcome, durationMs / 1000);
       metrics.backup(result.report);
-      request.log.info({ hook: `/${hook.replace("-", "/")}`, backup: result.report.backup, tenant: result.report.tenant, outcome: result.report.outcome, durationMs: round(durationMs) }, "hook call");
+      request.log.info({ hook: HOOK_PATHS[hook], backup: result.report.backup, tenant: result.report.tenant, outcome: result.report.outcome, durationMs: round(durationMs) }, "hook call");
       return result.response;
     });
   }
 
-  app.post("/backup/customize", { onRequest: requireJson }, async (request, reply) => {
-    const started = performance.now();
-    const body = await readJson(request);
-    const parsed = parseBackupCustomizeRequest(body);
-    if (!parsed.ok) return badRequest(request, reply, "backup-customize", parsed.problems, started, body);
-    const durationMs = performance.now() - started;
-    metrics.hookCall("backup-customize", "Customized", durationMs / 1000);
-    request.log.info({ hook: "/backup/customize", backup: parsed.request.parent.metadata.name, outcome: "Customized", durationMs: round(durationMs) }, "hook call");
-    return customizeBackup(parsed.request.parent, config);
-  });
+  customizeRoute("backup-customize", parseBackupCustomizeRequest, customizeBackup, "backup");
 
   app.get("/healthz", async () => ({ status: "ok" }));
 
   app.get("/metrics", async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
 
   // Answered before any body is read: a wrong method is a 405 whatever the body's type.
-  for (const [path, allowed] of [["/sync", "POST"], ["/finalize", "POST"], ["/customize", "POST"], ["/backup/sync", "POST"], ["/backup/finalize", "POST"], ["/backup/customize", "POST"], ["/healthz", "GET"], ["/metrics", "GET"]] as const) {
+  for (const [path, allowed] of [...Object.values(HOOK_PATHS).map((path) => [path, "POST"] as const), ["/healthz", "GET"] as const, ["/metrics", "GET"] as const]) {
     app.route({
       method: ["GET", "POST", "PUT", "PATCH", "DELETE"].filter((method) => method !== allowed),
       url: path,
@@ -165,7 +169,7 @@ export function buildApp(config: Config, options: AppOptions = {}): FastifyInsta
   // The hook a failed request was for, if any: a label from a fixed set, whatever the URL.
   const hookOf = (request: FastifyRequest): HookName | undefined => {
     const url = request.method === "POST" ? request.routeOptions.url : undefined;
-    return url === "/sync" ? "sync" : url === "/finalize" ? "finalize" : url === "/customize" ? "customize" : url === "/backup/sync" ? "backup-sync" : url === "/backup/finalize" ? "backup-finalize" : url === "/backup/customize" ? "backup-customize" : undefined;
+    return (Object.keys(HOOK_PATHS) as HookName[]).find((hook) => HOOK_PATHS[hook] === url);
   };
 
   app.setErrorHandler(async (error: Error & { statusCode?: number; code?: string }, request, reply) => {
