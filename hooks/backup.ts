@@ -16,7 +16,7 @@ import { humanBytes, jobOutcome } from "./job-outcome.ts";
 import { API_VERSION, BACKUP_LABEL, KIND, tenantPrefix } from "./names.ts";
 import { allObjects, findObject, type Condition, type EtcdStorageObject, type HookRequest, type HookResponse, type KubeObject } from "./observed.ts";
 import { describeErrors, etcdStorageBackupSchema, kubernetesAjv } from "./schema.ts";
-import { withTransitionTimes, type ConditionInput } from "./status.ts";
+import { conditionInputs, withTransitionTimes, type ConditionInput } from "./status.ts";
 import { rfc3339 } from "./time.ts";
 
 export interface BackupSpec {
@@ -96,7 +96,7 @@ export function syncBackup(request: HookRequest, config: Config, now: Date): Bac
   // Final: what status records stands; the Job stays while it exists and is never made again.
   if (previous?.some(FINAL)) {
     const { conditions: _conditions, observedGeneration: _generation, ...recorded } = parent.status ?? {};
-    const carried = previous.filter((c) => c.type === "Complete" || c.type === "Failed").map(({ lastTransitionTime: _t, observedGeneration: _g, ...c }) => c);
+    const carried = conditionInputs(previous.filter((c) => c.type === "Complete" || c.type === "Failed"));
     const done = previous.some((c) => c.type === "Complete" && c.status === "True");
     const completedAt = typeof recorded.completionTime === "string" ? new Date(recorded.completionTime) : undefined;
     return answer(carried, recorded, observedJob ? [desiredFromObserved(observedJob)] : [], { tenant: storage, outcome: done ? "BackupComplete" : "BackupFailed", ...(done && completedAt ? { completedAt } : {}) });
@@ -114,7 +114,7 @@ export function syncBackup(request: HookRequest, config: Config, now: Date): Bac
     if (!(error instanceof UnsafePrefixError)) throw error;
     return answer([complete("False", "InvalidSpec", error.message)], {}, [], { tenant: storage, outcome: "InvalidSpec" });
   }
-  const pods = allObjects({ [POD_KEY]: request.related?.[POD_KEY] ?? {} }).filter((pod) => pod.metadata.labels?.[BACKUP_LABEL] === name);
+  const pods = podsOfBackup(request, name);
   const outcome = jobOutcome(observedJob, pods, "backup");
   const file = backupFile(name);
   const where = `${tenantPrefix(config.tenantPrefixRoot, storage)} into ${file} on PersistentVolumeClaim ${config.proxyNamespace}/${volumeClaim}`;
@@ -180,7 +180,7 @@ export function finalizeBackup(request: HookRequest, config: Config, now: Date):
   const { conditions: previous, ...recorded } = parent.status ?? {};
   const waiting = (children: KubeObject[], status: ConditionInput["status"], reason: string, message: string, resyncAfterSeconds?: number): BackupResult => ({
     response: {
-      status: { ...recorded, conditions: withTransitionTimes([...kept(previous), { type: "FileDeleted", status, reason, message }], previous, now, parent.metadata.generation) },
+      status: { ...recorded, conditions: withTransitionTimes([...conditionInputs((previous ?? []).filter((c) => c.type !== "FileDeleted")), { type: "FileDeleted", status, reason, message }], previous, now, parent.metadata.generation) },
       children,
       finalized: false,
       ...(resyncAfterSeconds ? { resyncAfterSeconds } : {}),
@@ -188,21 +188,21 @@ export function finalizeBackup(request: HookRequest, config: Config, now: Date):
     report: { backup: name, tenant: storage, outcome: "Finalizing" },
   });
   const file = `${backupFile(name)} on PersistentVolumeClaim ${config.proxyNamespace}/${volumeClaim}`;
-  const podsOf = (job: string) => allObjects({ [POD_KEY]: request.related?.[POD_KEY] ?? {} }).filter((pod) => pod.metadata.labels?.["batch.kubernetes.io/job-name"] === job);
+  const pods = podsOfBackup(request, name);
+  const podsOf = (job: string) => pods.filter((pod) => pod.metadata.labels?.["batch.kubernetes.io/job-name"] === job);
+  const running = (some: KubeObject[]) => some.filter((pod) => !["Succeeded", "Failed"].includes(String((pod.status as { phase?: unknown } | undefined)?.phase)));
   // A backup pod still terminating could write the file again after it was deleted.
-  const running = (pods: KubeObject[]) => pods.filter((pod) => !["Succeeded", "Failed"].includes(String((pod.status as { phase?: unknown } | undefined)?.phase)));
   if (findObject(request.children, "Job", config.proxyNamespace, backupJobName(name)) || running(podsOf(backupJobName(name))).length > 0) {
     return waiting([], "False", "StoppingBackup", `deletionPolicy Delete: the backup's Job and its pods are being deleted; then a Job deletes ${file}`, WAIT_SECONDS);
   }
   // A restore reading the file (it reads it twice: to check it, then to write it) finishes first.
-  const readers = running(allObjects({ [POD_KEY]: request.related?.[POD_KEY] ?? {} }).filter((pod) => pod.metadata.labels?.[BACKUP_LABEL] === name && pod.metadata.labels?.["app.kubernetes.io/component"] === "restore"));
+  const readers = running(pods.filter((pod) => pod.metadata.labels?.["app.kubernetes.io/component"] === "restore"));
   if (readers.length > 0) {
     return waiting([], "False", "RestoreReading", `deletionPolicy Delete: ${readers.map((pod) => `pod ${pod.metadata.namespace}/${pod.metadata.name}`).join(", ")} is restoring from ${file}; it is deleted once the restore has ended`, WAIT_SECONDS);
   }
   const jobName = deleteJobName(name);
   const job = buildDeleteJob(name, storage, volumeClaim, config);
-  const pods = podsOf(jobName);
-  const outcome = jobOutcome(findObject(request.children, "Job", config.proxyNamespace, jobName), pods, "delete");
+  const outcome = jobOutcome(findObject(request.children, "Job", config.proxyNamespace, jobName), podsOf(jobName), "delete");
   switch (outcome.state) {
     case "Succeeded":
       return done(storage);
@@ -213,7 +213,7 @@ export function finalizeBackup(request: HookRequest, config: Config, now: Date):
   }
 }
 
-/** The conditions a finalize carries over as they were: all but its own. */
-function kept(conditions: Condition[] | undefined): ConditionInput[] {
-  return (conditions ?? []).filter((c) => c.type !== "FileDeleted").map(({ lastTransitionTime: _t, observedGeneration: _g, ...c }) => c);
+/** The related pods that work on this backup's file (customize selects them by its label): its Jobs' and its restores'. */
+function podsOfBackup(request: HookRequest, name: string): KubeObject[] {
+  return allObjects({ [POD_KEY]: request.related?.[POD_KEY] ?? {} }).filter((pod) => pod.metadata.labels?.[BACKUP_LABEL] === name);
 }

@@ -38,6 +38,11 @@ export function withTransitionTimes(conditions: ConditionInput[], previous: Cond
   });
 }
 
+/** Recorded conditions as an answer states them again: their times are withTransitionTimes' to set. */
+export function conditionInputs(conditions: Condition[]): ConditionInput[] {
+  return conditions.map(({ lastTransitionTime: _t, observedGeneration: _g, ...condition }) => condition);
+}
+
 /** True when no condition changed: every transition time was carried, none is "now". */
 export function carriesEveryTransition(conditions: Condition[], previous: Condition[] | undefined): boolean {
   return conditions.every((c) => previous?.some((p) => p.type === c.type && p.status === c.status && p.lastTransitionTime === c.lastTransitionTime));
