@@ -60,8 +60,9 @@ interface ProgramJob {
   args: string[];
   /** The backup volume claim, mounted at /backups; a schedule's run has none. */
   claim?: { name: string; readOnly: boolean };
-  /** What else the pod mounts: the core credentials, or a schedule's API access. */
-  volumes: Array<{ name: string; mountPath: string; readOnly: true; volume: Record<string, unknown> }>;
+  /** What else the container mounts and the pod's volumes for it: the core credentials, or a schedule's API access. */
+  mounts: object[];
+  volumes: object[];
   serviceAccountName?: string;
   memory: { request: string; limit: string };
   deadlineSeconds: number;
@@ -69,9 +70,8 @@ interface ProgramJob {
 }
 
 /** The core etcd credentials, as backup and restore mount them. */
-function coreCredentials(config: Config): ProgramJob["volumes"] {
-  const volumes = coreCredentialVolumes(config);
-  return coreCredentialMounts().map((mount) => ({ ...mount, readOnly: true, volume: volumes.find((v) => v.name === mount.name)! }));
+function coreCredentials(config: Config): Pick<ProgramJob, "mounts" | "volumes"> {
+  return { mounts: coreCredentialMounts(), volumes: coreCredentialVolumes(config) };
 }
 
 function programJob(job: ProgramJob): KubeObject {
@@ -108,10 +108,10 @@ function programJob(job: ProgramJob): KubeObject {
               terminationMessagePolicy: "File",
               resources: { requests: { cpu: "50m", memory: job.memory.request }, limits: { memory: job.memory.limit } },
               securityContext: restrictedContainerSecurity,
-              volumeMounts: [...job.volumes.map(({ name, mountPath, readOnly }) => ({ name, mountPath, readOnly })), ...(job.claim ? [{ name: "backups", mountPath: BACKUPS_MOUNT, ...(job.claim.readOnly ? { readOnly: true } : {}) }] : [])],
+              volumeMounts: [...job.mounts, ...(job.claim ? [{ name: "backups", mountPath: BACKUPS_MOUNT, ...(job.claim.readOnly ? { readOnly: true } : {}) }] : [])],
             },
           ],
-          volumes: [...job.volumes.map(({ name, volume }) => ({ name, ...volume })), ...(job.claim ? [{ name: "backups", persistentVolumeClaim: { claimName: job.claim.name, ...(job.claim.readOnly ? { readOnly: true } : {}) } }] : [])],
+          volumes: [...job.volumes, ...(job.claim ? [{ name: "backups", persistentVolumeClaim: { claimName: job.claim.name, ...(job.claim.readOnly ? { readOnly: true } : {}) } }] : [])],
         },
       },
     },
@@ -131,7 +131,7 @@ export function buildBackupJob(backup: string, tenant: string, claim: string, co
     container: "backup",
     args: [...tenantFlags(tenant, config), `--out=${BACKUPS_MOUNT}/${backupFile(backup)}`, `--result-file=${TERMINATION_LOG}`],
     claim: { name: claim, readOnly: false },
-    volumes: coreCredentials(config),
+    ...coreCredentials(config),
     memory: PAGE_MEMORY,
     deadlineSeconds: BACKUP_DEADLINE_SECONDS,
     config,
@@ -147,6 +147,7 @@ export function buildDeleteJob(backup: string, tenant: string, claim: string, co
     container: "delete",
     args: [`--file=${BACKUPS_MOUNT}/${backupFile(backup)}`],
     claim: { name: claim, readOnly: false },
+    mounts: [],
     volumes: [],
     memory: SMALL_MEMORY,
     deadlineSeconds: 600,
@@ -162,7 +163,7 @@ export function buildRestoreJob(tenant: string, backup: string, claim: string, q
     container: "restore",
     args: [...tenantFlags(tenant, config), `--in=${BACKUPS_MOUNT}/${backupFile(backup)}`, `--quota-bytes=${quotaBytes}`, `--result-file=${TERMINATION_LOG}`],
     claim: { name: claim, readOnly: true },
-    volumes: coreCredentials(config),
+    ...coreCredentials(config),
     memory: PAGE_MEMORY,
     deadlineSeconds: BACKUP_DEADLINE_SECONDS,
     config,
@@ -186,7 +187,7 @@ export function buildBackupCronJob(tenant: string, schedule: BackupSchedule, con
     labels,
     container: "schedule",
     args: [`--tenant=${tenant}`, `--volume-claim=${schedule.volumeClaim}`, `--keep=${schedule.keep}`, `--kube-ca-file=${KUBE_API_ACCESS}/ca.crt`, `--token-file=${KUBE_API_ACCESS}/token`, `--result-file=${TERMINATION_LOG}`],
-    volumes: [kubeApiAccess()],
+    ...kubeApiAccess(),
     serviceAccountName: SCHEDULER_SERVICE_ACCOUNT,
     memory: SMALL_MEMORY,
     // A run lasts as long as its backup, which its own Job bounds by the same deadline.
@@ -212,16 +213,18 @@ export function buildBackupCronJob(tenant: string, schedule: BackupSchedule, con
 }
 
 /** A bound token of the scheduler's service account (an hour, rotated by the kubelet) and the cluster's CA, as the kubelet's automount projects them. */
-function kubeApiAccess(): ProgramJob["volumes"][number] {
+function kubeApiAccess(): Pick<ProgramJob, "mounts" | "volumes"> {
+  const name = "kube-api-access";
   return {
-    name: "kube-api-access",
-    mountPath: KUBE_API_ACCESS,
-    readOnly: true,
-    volume: {
-      projected: {
-        defaultMode: 0o444,
-        sources: [{ serviceAccountToken: { path: "token", expirationSeconds: 3600 } }, { configMap: { name: "kube-root-ca.crt", items: [{ key: "ca.crt", path: "ca.crt" }] } }],
+    mounts: [{ name, mountPath: KUBE_API_ACCESS, readOnly: true }],
+    volumes: [
+      {
+        name,
+        projected: {
+          defaultMode: 0o444,
+          sources: [{ serviceAccountToken: { path: "token", expirationSeconds: 3600 } }, { configMap: { name: "kube-root-ca.crt", items: [{ key: "ca.crt", path: "ca.crt" }] } }],
+        },
       },
-    },
+    ],
   };
 }
