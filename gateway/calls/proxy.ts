@@ -1,7 +1,7 @@
 // Calls from the tenant to core etcd: each served method translates its requests and answers
 // (api/: kv.ts, watch.ts, lease.ts, maintenance.ts); this module carries them. Keyed requests pass
 // assertConfined (keys.ts) right before they are sent: nothing outside the prefix leaves.
-import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { Logger } from "../log.ts";
 import { giveBack } from "../wire/buffers.ts";
 import { GrpcError, MessageDecoder, Status, decodeGrpcMessage, endWithStatus, responseHeaders, sendUnary, validTimeout, writeFrame } from "../wire/grpc.ts";
@@ -9,7 +9,8 @@ import { assertConfined, OutsidePrefix } from "../keys.ts";
 import type { CallContext, Method, StreamMethod, UnaryMethod } from "./method.ts";
 import type { Quota, Reservation, Writes } from "../tenant/quota.ts";
 import { ReadBudget } from "../tenant/reads.ts";
-import { answerDecoder, unreachable, type CoreAnswer, type CoreConnection } from "../core/upstream.ts";
+import { answerDecoder, unreachable, type CallHeaders, type CoreAnswer, type CoreConnection } from "../core/upstream.ts";
+import type { CoreStream, HeaderFields } from "../core/h2.ts";
 import { answerRevision } from "../tenant/usage.ts";
 import { MalformedMessage } from "../wire/protobuf.ts";
 
@@ -55,7 +56,7 @@ export class Proxy {
       done(Status.UNIMPLEMENTED);
       return;
     }
-    const forwarded: OutgoingHttpHeaders = {};
+    const forwarded: CallHeaders = {};
     const timeout = validTimeout(headers["grpc-timeout"]);
     if (timeout) forwarded["grpc-timeout"] = timeout;
     // clientv3's WithRequireLeader: etcd then ends watches when its member loses the leader.
@@ -69,7 +70,7 @@ export class Proxy {
     for (const end of [...this.streams]) end();
   }
 
-  private async unary(stream: ServerHttp2Stream, path: string, method: UnaryMethod<unknown>, headers: OutgoingHttpHeaders): Promise<number> {
+  private async unary(stream: ServerHttp2Stream, path: string, method: UnaryMethod<unknown>, headers: CallHeaders): Promise<number> {
     const reply = (code: number, message: string) => {
       endWithStatus(stream, code, message);
       return code;
@@ -131,7 +132,7 @@ export class Proxy {
     }
   }
 
-  private bidirectional(stream: ServerHttp2Stream, path: string, method: StreamMethod, headers: OutgoingHttpHeaders, done: (code: number) => void): void {
+  private bidirectional(stream: ServerHttp2Stream, path: string, method: StreamMethod, headers: CallHeaders, done: (code: number) => void): void {
     const { maxOpenStreams } = this.ctx.limits;
     if (this.streams.size >= maxOpenStreams) {
       this.ctx.boundReached("open_streams");
@@ -139,7 +140,7 @@ export class Proxy {
       done(Status.RESOURCE_EXHAUSTED);
       return;
     }
-    let upstream: ClientHttp2Stream | undefined;
+    let upstream: CoreStream | undefined;
     let finished = false;
     // Sent once core etcd answered the stream, or before an answer of the gateway's own (a refused watch).
     const respond = () => {
@@ -170,7 +171,7 @@ export class Proxy {
       this.streams.delete(shutdown);
       this.metrics.streamClosed(path);
       endWithStatus(stream, code, message);
-      upstream?.close(constants.NGHTTP2_CANCEL);
+      upstream?.close();
       done(code);
     };
     const shutdown = () => end(Status.UNAVAILABLE, "etcdstorage gateway: shutting down; reconnect to continue");
@@ -239,13 +240,13 @@ export class Proxy {
     this.core.open(path, headers).then(
       (opened) => {
         if (finished) {
-          opened.close(constants.NGHTTP2_CANCEL);
+          opened.close();
           return;
         }
         upstream = opened;
-        opened.on("response", (responseHeaders) => {
+        opened.on("response", (responseHeaders: HeaderFields) => {
           if (responseHeaders["grpc-status"] !== undefined) {
-            end(Number(responseHeaders["grpc-status"]), decodeGrpcMessage(responseHeaders["grpc-message"] as string | undefined));
+            end(Number(responseHeaders["grpc-status"]), decodeGrpcMessage(responseHeaders["grpc-message"]));
           } else {
             respond();
           }
@@ -257,10 +258,9 @@ export class Proxy {
             end(...this.describe(error, "answer"));
           }
         });
-        opened.on("trailers", (trailers) => {
-          coreStatus = { code: Number(trailers["grpc-status"]), message: decodeGrpcMessage(trailers["grpc-message"] as string | undefined) };
+        opened.on("trailers", (trailers: HeaderFields) => {
+          coreStatus = { code: Number(trailers["grpc-status"]), message: decodeGrpcMessage(trailers["grpc-message"]) };
         });
-        opened.on("error", () => {});
         opened.on("close", () => end(coreStatus?.code ?? Status.UNAVAILABLE, coreStatus?.message ?? "etcdstorage gateway: the connection to core etcd was lost; reconnect to continue"));
         if (!held.rate) pump();
       },

@@ -2,12 +2,15 @@
 // first), mutual TLS with the core credentials, and failover to the next endpoint when the session
 // dies or cannot be made. New credentials (a renewed client certificate, a rotated CA) apply to
 // the next session; the current one is closed gracefully so that calls in flight finish.
-import http2, { constants, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from "node:http2";
 import type { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import tls from "node:tls";
 import type { Logger } from "../log.ts";
 import { GrpcError, MessageDecoder, Status, decodeGrpcMessage } from "../wire/grpc.ts";
+import { CoreSession, type CoreStream, type HeaderFields } from "./h2.ts";
+
+/** Headers a call adds to the ones every gRPC call carries (grpc-timeout, hasleader). */
+export type CallHeaders = Record<string, string>;
 
 export interface CoreAnswer {
   code: number;
@@ -40,10 +43,11 @@ export class CoreConnection {
   private tls: CoreTls;
   /** The endpoint the next dial starts with. */
   private next: number;
-  private session: ClientHttp2Session | undefined;
-  private connecting: Promise<ClientHttp2Session> | undefined;
+  private session: CoreSession | undefined;
+  private connecting: Promise<CoreSession> | undefined;
   private closed = false;
-  private readonly openCalls = new WeakMap<ClientHttp2Session, number>();
+  private readonly openCalls = new WeakMap<CoreSession, number>();
+  private readonly endpointOf = new WeakMap<CoreSession, string>();
 
   constructor(endpoints: readonly string[], tls: CoreTls, log: Logger) {
     this.endpoints = endpoints;
@@ -55,15 +59,12 @@ export class CoreConnection {
   }
 
   /** Opens a call on core etcd. Throws GrpcError(UNAVAILABLE) when no endpoint can be reached. */
-  async open(path: string, headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
+  async open(path: string, headers: CallHeaders): Promise<CoreStream> {
     // Closed or destroyed before its 'close' event came: retired now, so that this call does not
     // dial the same member again (a frozen one would hold the dial for CONNECT_TIMEOUT_MS).
     if (this.session && !this.usable(this.session)) this.retire(this.session, "closed");
     const session = this.usable(this.session) ? this.session! : await this.connect();
-    // A raw list: Node copies and checks an object key by key at every call.
-    const list = [":method", "POST", ":path", path, "content-type", "application/grpc", "te", "trailers"];
-    for (const name in headers) list.push(name, String(headers[name]));
-    const stream = session.request(list);
+    const stream = session.request(path, Object.entries(headers));
     this.openCalls.set(session, (this.openCalls.get(session) ?? 0) + 1);
     stream.once("close", () => this.openCalls.set(session, this.openCalls.get(session)! - 1));
     return stream;
@@ -73,8 +74,8 @@ export class CoreConnection {
    * One unary call: resolves with core etcd's status and message (never rejects). `caller`'s
    * 'close' (the tenant went away) cancels it.
    */
-  async call(path: string, headers: OutgoingHttpHeaders, framed: Buffer, maxAnswerBytes: number, caller?: EventEmitter): Promise<CoreAnswer> {
-    let upstream: ClientHttp2Stream;
+  async call(path: string, headers: CallHeaders, framed: Buffer, maxAnswerBytes: number, caller?: EventEmitter): Promise<CoreAnswer> {
+    let upstream: CoreStream;
     try {
       upstream = await this.open(path, headers);
     } catch (error) {
@@ -92,7 +93,7 @@ export class CoreConnection {
       // Left on the caller once the answer is complete, a no-op then (the caller's end drops it
       // shortly after): removing it was about 6% of the gateway's CPU per create in a profile.
       const cancel = () => {
-        if (!finished) upstream.close(constants.NGHTTP2_CANCEL);
+        if (!finished) upstream.close();
       };
       caller?.once("close", cancel);
       // The answer is complete once the readable side ended (every DATA frame read, trailers
@@ -104,11 +105,11 @@ export class CoreConnection {
         else if (code === undefined || Number.isNaN(code)) resolve({ code: Status.UNAVAILABLE, message: "etcdstorage gateway: the connection to core etcd was lost before it answered", unanswered: !answered });
         else resolve({ code, message: statusMessage, ...(body ? { body } : {}) });
       };
-      upstream.on("response", (responseHeaders) => {
+      upstream.on("response", (responseHeaders: HeaderFields) => {
         answered = true;
         if (responseHeaders["grpc-status"] !== undefined) {
           code = Number(responseHeaders["grpc-status"]);
-          statusMessage = decodeGrpcMessage(responseHeaders["grpc-message"] as string | undefined);
+          statusMessage = decodeGrpcMessage(responseHeaders["grpc-message"]);
           finish();
         }
       });
@@ -120,12 +121,11 @@ export class CoreConnection {
           cancel();
         }
       });
-      upstream.on("trailers", (trailers) => {
+      upstream.on("trailers", (trailers: HeaderFields) => {
         code = Number(trailers["grpc-status"]);
-        statusMessage = decodeGrpcMessage(trailers["grpc-message"] as string | undefined);
+        statusMessage = decodeGrpcMessage(trailers["grpc-message"]);
       });
       upstream.on("end", finish);
-      upstream.on("error", () => {}); // 'close' reports it
       upstream.on("close", finish);
       upstream.end(framed);
     });
@@ -141,7 +141,7 @@ export class CoreConnection {
 
   /** Which endpoint the current session talks to (for logs and tests). */
   get endpoint(): string | undefined {
-    return this.session && this.usable(this.session) ? (this.session as ClientHttp2Session & { endpoint?: string }).endpoint : undefined;
+    return this.session && this.usable(this.session) ? this.endpointOf.get(this.session) : undefined;
   }
 
   close(): void {
@@ -149,16 +149,16 @@ export class CoreConnection {
     this.session?.close();
   }
 
-  private usable(session: ClientHttp2Session | undefined): boolean {
-    return session !== undefined && !session.closed && !session.destroyed && !session.connecting;
+  private usable(session: CoreSession | undefined): boolean {
+    return session !== undefined && session.usable;
   }
 
-  private connect(): Promise<ClientHttp2Session> {
+  private connect(): Promise<CoreSession> {
     this.connecting ??= this.tryEndpoints().finally(() => (this.connecting = undefined));
     return this.connecting;
   }
 
-  private async tryEndpoints(): Promise<ClientHttp2Session> {
+  private async tryEndpoints(): Promise<CoreSession> {
     if (this.closed) throw new GrpcError(Status.UNAVAILABLE, "the gateway is shutting down");
     const failures: string[] = [];
     for (let attempt = 0; attempt < this.endpoints.length; attempt++) {
@@ -177,48 +177,49 @@ export class CoreConnection {
     throw new GrpcError(Status.UNAVAILABLE, `no core etcd endpoint is reachable (${failures.join("; ")})`);
   }
 
-  private dial(endpoint: string): Promise<ClientHttp2Session> {
+  private dial(endpoint: string): Promise<CoreSession> {
     return new Promise((resolve, reject) => {
       const url = new URL(endpoint);
-      const session = http2.connect(endpoint, {
-        settings: { initialWindowSize: STREAM_WINDOW, enablePush: false },
-        // Small gRPC frames go out at once: Nagle's algorithm would hold them for core etcd's ACK.
-        createConnection: () =>
-          tls
-            .connect({ host: url.hostname, port: Number(url.port || 443), servername: isIP(url.hostname) ? undefined : url.hostname, ALPNProtocols: ["h2"], ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key })
-            .setNoDelay(true),
-      });
-      (session as ClientHttp2Session & { endpoint?: string }).endpoint = endpoint;
-      const timer = setTimeout(() => session.destroy(new Error(`no TLS session within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
-      session.once("connect", () => {
-        clearTimeout(timer);
-        session.setLocalWindowSize(SESSION_WINDOW);
-        this.watchHealth(session);
-        resolve(session);
-      });
-      session.once("error", (error) => {
+      const socket = tls.connect({ host: url.hostname, port: Number(url.port || 443), servername: isIP(url.hostname) ? undefined : url.hostname, ALPNProtocols: ["h2"], ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key });
+      // Small gRPC frames go out at once: Nagle's algorithm would hold them for core etcd's ACK.
+      socket.setNoDelay(true);
+      const timer = setTimeout(() => socket.destroy(new Error(`no TLS session within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
+      const failed = (error: Error) => {
         clearTimeout(timer);
         reject(error);
+      };
+      socket.once("error", failed);
+      socket.once("secureConnect", () => {
+        clearTimeout(timer);
+        socket.off("error", failed);
+        if (socket.alpnProtocol !== "h2") {
+          socket.destroy();
+          reject(new Error(`the endpoint does not speak HTTP/2 (ALPN: ${socket.alpnProtocol || "none"})`));
+          return;
+        }
+        const session = new CoreSession(socket, url.host, { streamWindow: STREAM_WINDOW, sessionWindow: SESSION_WINDOW });
+        this.endpointOf.set(session, endpoint);
+        this.watchHealth(session);
+        resolve(session);
       });
     });
   }
 
   /** The session failed: the next dial starts with the next endpoint. */
-  private retire(session: ClientHttp2Session, why: string): void {
+  private retire(session: CoreSession, why: string): void {
     if (this.session !== session) return;
     this.session = undefined;
-    const endpoint = (session as ClientHttp2Session & { endpoint?: string }).endpoint;
+    const endpoint = this.endpointOf.get(session);
     this.next = (this.endpoints.indexOf(endpoint!) + 1) % this.endpoints.length;
     if (!this.closed) this.log.warn({ endpoint, why }, "core etcd session lost; calls go to the next endpoint");
   }
 
-  private watchHealth(session: ClientHttp2Session): void {
+  private watchHealth(session: CoreSession): void {
     const retire = (why: string) => this.retire(session, why);
-    session.on("error", (error) => retire(error.message));
     session.on("goaway", () => retire("GOAWAY"));
-    session.on("close", () => {
+    session.on("close", (error?: Error) => {
       clearInterval(pinger);
-      retire("closed");
+      retire(error?.message ?? "closed");
     });
     // Retired first, so that the log says why.
     const fail = (why: string) => {

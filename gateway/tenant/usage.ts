@@ -19,11 +19,11 @@
 // (measured on etcd 3.5.16: 51 ms for 40,000 keys), and it takes turns: after a read that took d,
 // the next waits until READ_SPACING x d later, so that however many keys a tenant stores, these
 // reads keep core etcd busy at most a tenth of the time per replica; writes that need one wait.
-import type { ClientHttp2Stream } from "node:http2";
 import type { Logger } from "../log.ts";
 import { frame, frameWriter } from "../wire/grpc.ts";
 import { assertConfined, KEYED_REQUESTS, type TenantKeyspace } from "../keys.ts";
 import { answerDecoder, type CoreConnection } from "../core/upstream.ts";
+import type { CoreStream } from "../core/h2.ts";
 import { LENGTH_DELIMITED, Reader, VARINT } from "../wire/protobuf.ts";
 
 const PAGE = 1000;
@@ -53,7 +53,7 @@ export class TenantUsage {
   private confirming: Promise<boolean> | undefined;
   /** When the next fallback read may be sent. */
   private nextReadAt = -Infinity;
-  private stream: ClientHttp2Stream | undefined;
+  private stream: CoreStream | undefined;
   private stopped = false;
   /** Whether core etcd's version answers progress requests safely (Status, read before each watch). */
   private progressAnswered = false;
@@ -279,10 +279,10 @@ export class TenantUsage {
               else this.apply(answer);
             }
           } catch (error) {
-            stream.destroy(error as Error);
+            this.log.error({ err: (error as Error).message }, "tenant usage: core etcd's watch answer could not be read; following again");
+            stream.close();
           }
         });
-        stream.on("error", () => {});
         stream.on("close", () => {
           this.stream = undefined;
           resolve(recount);
