@@ -4,10 +4,9 @@
 // the next session; the current one is closed gracefully so that calls in flight finish.
 import type { EventEmitter } from "node:events";
 import { isIP } from "node:net";
-import tls from "node:tls";
 import type { Logger } from "../log.ts";
 import { GrpcError, MessageDecoder, Status, decodeGrpcMessage } from "../wire/grpc.ts";
-import { CoreSession, type CoreStream, type HeaderFields } from "./h2.ts";
+import { connectSession, type CoreSession, type CoreStream, type HeaderFields } from "./h2.ts";
 
 /** Headers a call adds to the ones every gRPC call carries (grpc-timeout, hasleader). */
 export type CallHeaders = Record<string, string>;
@@ -177,32 +176,14 @@ export class CoreConnection {
     throw new GrpcError(Status.UNAVAILABLE, `no core etcd endpoint is reachable (${failures.join("; ")})`);
   }
 
-  private dial(endpoint: string): Promise<CoreSession> {
-    return new Promise((resolve, reject) => {
-      const url = new URL(endpoint);
-      const socket = tls.connect({ host: url.hostname, port: Number(url.port || 443), servername: isIP(url.hostname) ? undefined : url.hostname, ALPNProtocols: ["h2"], ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key });
-      // Small gRPC frames go out at once: Nagle's algorithm would hold them for core etcd's ACK.
-      socket.setNoDelay(true);
-      const timer = setTimeout(() => socket.destroy(new Error(`no TLS session within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
-      const failed = (error: Error) => {
-        clearTimeout(timer);
-        reject(error);
-      };
-      socket.once("error", failed);
-      socket.once("secureConnect", () => {
-        clearTimeout(timer);
-        socket.off("error", failed);
-        if (socket.alpnProtocol !== "h2") {
-          socket.destroy();
-          reject(new Error(`the endpoint does not speak HTTP/2 (ALPN: ${socket.alpnProtocol || "none"})`));
-          return;
-        }
-        const session = new CoreSession(socket, url.host, { streamWindow: STREAM_WINDOW, sessionWindow: SESSION_WINDOW });
-        this.endpointOf.set(session, endpoint);
-        this.watchHealth(session);
-        resolve(session);
-      });
-    });
+  private async dial(endpoint: string): Promise<CoreSession> {
+    const url = new URL(endpoint);
+    const { ca, cert, key } = this.tls;
+    const options = { host: url.hostname, port: Number(url.port || 443), servername: isIP(url.hostname) ? undefined : url.hostname, ca, cert, key };
+    const session = await connectSession(options, url.host, { streamWindow: STREAM_WINDOW, sessionWindow: SESSION_WINDOW }, CONNECT_TIMEOUT_MS);
+    this.endpointOf.set(session, endpoint);
+    this.watchHealth(session);
+    return session;
   }
 
   /** The session failed: the next dial starts with the next endpoint. */

@@ -7,9 +7,8 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import http2, { constants, type ServerHttp2Stream } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { after, before, test } from "node:test";
-import tls from "node:tls";
-import { CoreSession, type CoreStream, type HeaderFields } from "../../gateway/core/h2.ts";
+import { before, test } from "node:test";
+import { connectSession, type CoreSession, type CoreStream, type HeaderFields } from "../../gateway/core/h2.ts";
 import { HeaderDecoder, encodeHeaders, huffmanDecode } from "../../gateway/core/hpack.ts";
 import { makeCorePki, type CorePki } from "../support/requests.ts";
 
@@ -44,9 +43,8 @@ async function peer(settings: http2.Settings, onStream: (stream: ServerHttp2Stre
     streams,
     serverSessions,
     async session(options = {}) {
-      const socket = tls.connect({ host: "127.0.0.1", port, ca: pki.ca.certPem, ALPNProtocols: ["h2"] });
-      await once(socket, "secureConnect");
-      const session = new CoreSession(socket, `127.0.0.1:${port}`, { streamWindow: options.streamWindow ?? 4 * 1024 * 1024, sessionWindow: 32 * 1024 * 1024 });
+      const windows = { streamWindow: options.streamWindow ?? 4 * 1024 * 1024, sessionWindow: 32 * 1024 * 1024 };
+      const session = await connectSession({ host: "127.0.0.1", port, ca: pki.ca.certPem }, `127.0.0.1:${port}`, windows, 3_000);
       sessions.push(session);
       return session;
     },
@@ -222,8 +220,9 @@ test("a reset, GOAWAY and pings: a reset stream closes without 'end'; after GOAW
 });
 
 test("the connection lost: open streams close without an answer, and the session closes with the error", async (t) => {
-  const { promise: arrived, resolve } = Promise.withResolvers<ServerHttp2Stream>();
-  const server = await peer({}, (stream) => resolve(stream));
+  let arrive: (stream: ServerHttp2Stream) => void;
+  const arrived = new Promise<ServerHttp2Stream>((resolve) => (arrive = resolve));
+  const server = await peer({}, (stream) => arrive(stream));
   t.after(() => server.close());
   const session = await server.session();
   const stream = session.request("/hang", []);
