@@ -4,13 +4,19 @@
 // and Node's version. prom-client's nodejs_active_handles and nodejs_active_requests, which read
 // Node's private APIs, are left out.
 import { readdir, readFile } from "node:fs/promises";
-import { monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from "node:perf_hooks";
+import { constants, monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from "node:perf_hooks";
 import v8 from "node:v8";
 import { escapeLabel, Histogram, type Exposition } from "./exposition.ts";
 
 const GC_BUCKETS = [0.001, 0.01, 0.1, 1, 2, 5];
-// The kinds of NodeGCPerformanceDetail, as prom-client names them.
-const GC_KINDS: Record<number, string> = { 1: "minor", 2: "major", 4: "incremental", 8: "weakcb" };
+// The kinds of NodeGCPerformanceDetail, as prom-client names them (Node's constants: a major
+// collection is 4, not 2, which is the minor mark-sweep V8 does not run by default).
+const GC_KINDS: Record<number, string> = {
+  [constants.NODE_PERFORMANCE_GC_MINOR]: "minor",
+  [constants.NODE_PERFORMANCE_GC_MAJOR]: "major",
+  [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: "incremental",
+  [constants.NODE_PERFORMANCE_GC_WEAKCB]: "weakcb",
+};
 // prom-client samples the event loop every 10 ms: 100 wakeups a second cost an idle gateway 0.35%
 // of a core, most of what it spends idle. Every 100 ms was still 0.027 of the 0.062 CPU seconds an
 // idle gateway spent a minute (bench/gateway-cost.ts's long idle); every second it is a tenth of
