@@ -21,6 +21,8 @@ const CANCEL = 0x8;
 // Frames this side accepts: HTTP/2's default, announced by not changing it.
 const MAX_RECEIVED_FRAME = 16_384;
 const DEFAULT_WINDOW = 65_535;
+// A header block larger than this ends the connection: gRPC's are a few hundred bytes.
+const MAX_HEADER_BLOCK = 1024 * 1024;
 const MAX_STREAM_ID = 2 ** 31 - 1;
 
 export type HeaderFields = Record<string, string>;
@@ -132,7 +134,7 @@ export class CoreSession extends EventEmitter {
   private readonly partialHeader = Buffer.alloc(FRAME_HEADER);
   private headerFill = 0;
   /** A header block split over HEADERS and CONTINUATION frames. */
-  private continued: { id: number; flags: number; parts: Buffer[] } | undefined;
+  private continued: { id: number; flags: number; parts: Buffer[]; bytes: number } | undefined;
   private readonly out: Buffer[] = [];
   private flushing = false;
   private readonly pings = new Map<string, (error: Error | null) => void>();
@@ -356,12 +358,14 @@ export class CoreSession extends EventEmitter {
         let block = unpad(flags, payload);
         if (flags & PRIORITY) block = block.subarray(5);
         if (flags & END_HEADERS) return this.onHeaders(id, flags, block);
-        this.continued = { id, flags, parts: [Buffer.from(block)] };
+        this.continued = { id, flags, parts: [Buffer.from(block)], bytes: block.length };
         return;
       }
       case FrameType.CONTINUATION: {
         if (!this.continued || this.continued.id !== id) throw new ProtocolError("a CONTINUATION frame without its HEADERS");
         this.continued.parts.push(Buffer.from(payload));
+        this.continued.bytes += payload.length;
+        if (this.continued.bytes > MAX_HEADER_BLOCK) throw new ProtocolError(`a header block of more than ${MAX_HEADER_BLOCK} bytes`);
         if (!(flags & END_HEADERS)) return;
         const { flags: first, parts } = this.continued;
         this.continued = undefined;
