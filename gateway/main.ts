@@ -17,6 +17,7 @@ import type { CallContext } from "./calls/method.ts";
 import { Proxy } from "./calls/proxy.ts";
 import { Quota } from "./tenant/quota.ts";
 import { loadSide, watchMaterial } from "./shell/tls.ts";
+import { startMemoryReducer } from "./shell/memory-reducer.ts";
 import { CoreConnection } from "./core/upstream.ts";
 import { TenantUsage } from "./tenant/usage.ts";
 
@@ -112,6 +113,7 @@ const health = await startHealthServer(config.health.host, config.health.port, c
   process.exit(2);
 });
 usage.start();
+startMemoryReducer();
 log.info({ config: describeConfig(config) }, "gateway serving");
 
 let stopping = false;

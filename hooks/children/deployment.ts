@@ -37,6 +37,9 @@ const MEMORY_PER_SEMI_SPACE = 16;
 // 64.9 with one; CPU per call unchanged under the data-path benchmark's loads). Running V8 on the
 // main thread alone (--single-threaded) saved a MiB more and cost a fifth more CPU per list page.
 const V8_POOL = "--v8-pool-size=1";
+// gc() for the one major collection that starts V8's memory reducer in a gateway idle since its
+// start (gateway/shell/memory-reducer.ts).
+const EXPOSE_GC = "--expose-gc";
 
 export function gatewayCommand(resources: ResourceRequirements): string[] {
   const limit = resources.limits?.memory;
@@ -44,7 +47,7 @@ export function gatewayCommand(resources: ResourceRequirements): string[] {
   const semiSpaceMiB = Math.max(1, Math.min(MAX_SEMI_SPACE_MIB, Math.floor(limitMiB / MEMORY_PER_SEMI_SPACE)));
   // JavaScript, not the TypeScript: stripping types at every start loaded the stripper into every
   // proxy pod (29 MiB of an idle gateway's memory; README: Sizing).
-  return [NODE_BINARY, V8_POOL, `--max-semi-space-size=${semiSpaceMiB}`, "--external-memory-accounted-in-global-limit", GATEWAY_ENTRY];
+  return [NODE_BINARY, V8_POOL, `--max-semi-space-size=${semiSpaceMiB}`, "--external-memory-accounted-in-global-limit", EXPOSE_GC, GATEWAY_ENTRY];
 }
 
 export function gatewayArgs(tenant: string, spec: Pick<EtcdStorageSpec, "quota" | "replicas">, config: Config): string[] {

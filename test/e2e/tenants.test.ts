@@ -38,9 +38,9 @@ describe("two tenants on one core etcd", () => {
     const containers = (deployment.spec as any).template.spec.containers;
     assert.deepEqual(containers.map((c: { name: string }) => c.name), ["gateway"]);
     assert.equal(containers[0].image, config.gatewayImage);
-    assert.deepEqual(containers[0].command, ["/usr/local/bin/node", "--v8-pool-size=1", "--max-semi-space-size=16", "--external-memory-accounted-in-global-limit", "dist/gateway/main.js"]);
+    assert.deepEqual(containers[0].command, ["/usr/local/bin/node", "--v8-pool-size=1", "--max-semi-space-size=16", "--external-memory-accounted-in-global-limit", "--expose-gc", "dist/gateway/main.js"]);
     assert.equal(a.proxy.gateway.executable, process.execPath);
-    assert.deepEqual(a.proxy.gateway.args.slice(0, 5), ["--v8-pool-size=1", "--max-semi-space-size=16", "--external-memory-accounted-in-global-limit", "dist/gateway/main.js", "--tenant=tenant-a"]);
+    assert.deepEqual(a.proxy.gateway.args.slice(0, 6), ["--v8-pool-size=1", "--max-semi-space-size=16", "--external-memory-accounted-in-global-limit", "--expose-gc", "dist/gateway/main.js", "--tenant=tenant-a"]);
     assert.equal(a.proxy.gateway.args.length, containers[0].command.length - 1 + containers[0].args.length, "no flag added or dropped");
     assert.ok(containers[0].args.includes("--prefix=/etcdstorage/tenant-a/"));
   });

@@ -59,7 +59,7 @@ test("the young generation follows the memory limit: a sixteenth of it, from 1 t
     assert.ok(read.valid, read.valid ? "" : read.problems.join("; "));
     return (buildDeployment("t", read.spec, config) as any).spec.template.spec.containers[0].command;
   };
-  assert.deepEqual(command(undefined), ["/usr/local/bin/node", "--v8-pool-size=1", "--max-semi-space-size=16", "--external-memory-accounted-in-global-limit", "dist/gateway/main.js"], "the default 256Mi limit");
+  assert.deepEqual(command(undefined), ["/usr/local/bin/node", "--v8-pool-size=1", "--max-semi-space-size=16", "--external-memory-accounted-in-global-limit", "--expose-gc", "dist/gateway/main.js"], "the default 256Mi limit");
   assert.equal(command({ limits: { memory: "128Mi" } })[2], "--max-semi-space-size=8");
   assert.equal(command({ limits: { memory: "100M" } })[2], "--max-semi-space-size=5");
   assert.equal(command({ limits: { memory: "8Mi" } })[2], "--max-semi-space-size=1");
