@@ -56,6 +56,8 @@ export class CoreStream extends EventEmitter {
   /** Bytes received and consumed but not yet given back to core etcd as window. */
   unacknowledged = 0;
   paused = false;
+  /** write() answered false: 'drain' is owed once what it holds went out. */
+  needsDrain = false;
   gotHeaders = false;
   readonly headerBlock: Buffer;
 
@@ -72,7 +74,8 @@ export class CoreStream extends EventEmitter {
     this.pending.push(data);
     this.pendingBytes += data.length;
     this.session.send(this);
-    return this.pendingBytes === 0;
+    this.needsDrain = this.pendingBytes > 0;
+    return !this.needsDrain;
   }
 
   /** Ends the gateway's side, after `data` if given. */
@@ -224,7 +227,12 @@ export class CoreSession extends EventEmitter {
       stream.endSent = true;
       this.frame(FrameType.DATA, END_STREAM, stream.id, EMPTY);
     }
-    if (this.blocked.delete(stream)) stream.emit("drain");
+    this.blocked.delete(stream);
+    // Also for a stream that was written to while it waited to start.
+    if (stream.needsDrain) {
+      stream.needsDrain = false;
+      stream.emit("drain");
+    }
   }
 
   /** Resets a stream the gateway no longer wants. */

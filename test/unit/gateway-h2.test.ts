@@ -183,10 +183,17 @@ test("at most the peer's MAX_CONCURRENT_STREAMS are open; the others wait and th
     stream.end(Buffer.from(String(n)));
     return outcome;
   });
+  // A waiting stream holds what it is given: write() answers false, and 'drain' comes once it started.
+  const queued = session.request("/call", [["x-n", "8"]]);
+  const queuedOutcome = collect(queued);
+  assert.equal(queued.write(Buffer.from("8")), false);
+  await once(queued, "drain");
+  queued.end();
+  outcomes.push(queuedOutcome);
   const bodies = (await Promise.all(outcomes)).map((outcome) => outcome.body.toString());
-  assert.deepEqual(bodies, ["0", "1", "2", "3", "4", "5", "6", "7"]);
+  assert.deepEqual(bodies, ["0", "1", "2", "3", "4", "5", "6", "7", "8"]);
   assert.equal(most, 2);
-  assert.deepEqual(order, ["undefined", "0", "1", "2", "3", "4", "5", "6", "7"]);
+  assert.deepEqual(order, ["undefined", "0", "1", "2", "3", "4", "5", "6", "7", "8"]);
 });
 
 test("a reset, GOAWAY and pings: a reset stream closes without 'end'; after GOAWAY no stream opens; pings are answered both ways", async (t) => {
