@@ -70,9 +70,7 @@ export class CoreStream extends EventEmitter {
   /** Queues a message; false when it waits for core etcd's window ('drain' follows). */
   write(data: Buffer): boolean {
     if (this.closed || this.ending) return false;
-    if (data.length === 0) return true;
-    this.pending.push(data);
-    this.pendingBytes += data.length;
+    this.hold(data);
     this.session.send(this);
     this.needsDrain = this.pendingBytes > 0;
     return !this.needsDrain;
@@ -81,12 +79,15 @@ export class CoreStream extends EventEmitter {
   /** Ends the gateway's side, after `data` if given. */
   end(data?: Buffer): void {
     if (this.closed || this.ending) return;
-    if (data && data.length > 0) {
-      this.pending.push(data);
-      this.pendingBytes += data.length;
-    }
+    if (data) this.hold(data);
     this.ending = true;
     this.session.send(this);
+  }
+
+  private hold(data: Buffer): void {
+    if (data.length === 0) return;
+    this.pending.push(data);
+    this.pendingBytes += data.length;
   }
 
   /** Resets the stream (CANCEL by default); 'close' follows. */
@@ -122,7 +123,6 @@ export class CoreSession extends EventEmitter {
   /** Streams holding data while a window is closed, in order. */
   private readonly blocked = new Set<CoreStream>();
   private nextId = 1;
-  private goingAway = false;
   private readonly decoder = new HeaderDecoder();
   private readonly headerBlocks = new Map<string, Buffer>();
   // Core etcd's settings: HTTP/2's defaults until its SETTINGS frame came.
@@ -160,9 +160,14 @@ export class CoreSession extends EventEmitter {
     socket.on("close", () => this.destroy(new Error("core etcd closed the connection")));
   }
 
-  /** Whether new streams may be opened. */
+  /** Whether new streams may be opened (not after close(), GOAWAY or destroy()). */
   get usable(): boolean {
-    return !this.closed && !this.destroyed && !this.goingAway;
+    return !this.closed;
+  }
+
+  /** Streams open or waiting to start: the calls in flight. */
+  get openStreams(): number {
+    return this.streams.size + this.waiting.length;
   }
 
   /** Opens a gRPC call: POST `path` with `extra` headers. */
@@ -260,7 +265,6 @@ export class CoreSession extends EventEmitter {
   private start(stream: CoreStream): void {
     if (this.nextId > MAX_STREAM_ID) {
       // Stream ids are spent: this connection takes no more, the next one will.
-      this.goingAway = true;
       this.emit("goaway");
       process.nextTick(() => this.finish(stream));
       this.close();
@@ -397,12 +401,11 @@ export class CoreSession extends EventEmitter {
       }
       case FrameType.GOAWAY: {
         const lastId = payload.readUInt32BE(0) & 0x7fffffff;
-        this.goingAway = true;
+        this.closed = true;
         // Streams core etcd never took are refused: a read among them may be sent again.
         for (const stream of [...this.streams.values()]) if (stream.id > lastId) this.finish(stream);
         for (const stream of this.waiting.splice(0)) this.finish(stream);
         this.emit("goaway");
-        this.closed = true;
         this.endIfIdle();
         return;
       }
@@ -592,18 +595,11 @@ function unpad(flags: number, payload: Buffer): Buffer {
   return payload.subarray(1, payload.length - padding);
 }
 
-/** The first `size` bytes a stream holds, taken off its queue. */
+/** The first `size` bytes a stream holds, taken off its queue (a view when one buffer has them). */
 function take(stream: CoreStream, size: number): Buffer {
-  const first = stream.pending[0]!;
   stream.pendingBytes -= size;
-  if (first.length === size) return stream.pending.shift()!;
-  if (first.length > size) {
-    stream.pending[0] = first.subarray(size);
-    return first.subarray(0, size);
-  }
   const parts: Buffer[] = [];
-  let left = size;
-  while (left > 0) {
+  for (let left = size; left > 0; ) {
     const head = stream.pending[0]!;
     if (head.length <= left) {
       parts.push(stream.pending.shift()!);
@@ -614,5 +610,5 @@ function take(stream: CoreStream, size: number): Buffer {
       left = 0;
     }
   }
-  return Buffer.concat(parts);
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }

@@ -9,15 +9,15 @@ export class HpackError extends Error {}
 export function encodeHeaders(fields: readonly (readonly [string, string])[]): Buffer {
   const parts: Buffer[] = [];
   for (const [name, value] of fields) {
-    const indexed = STATIC_TABLE.findIndex(([n, v]) => n === name && v === value);
-    if (indexed >= 0) {
-      parts.push(integer(indexed + 1, 7, 0x80));
+    const indexed = STATIC_INDEX.fields.get(`${name}: ${value}`);
+    if (indexed !== undefined) {
+      parts.push(integer(indexed, 7, 0x80));
       continue;
     }
-    // Literal without indexing, the name from the static table where it has one.
-    const named = STATIC_TABLE.findIndex(([n]) => n === name);
-    parts.push(integer(named + 1, 4, 0));
-    if (named < 0) parts.push(literal(name));
+    // Literal without indexing, the name from the static table where it has one (0: a new name).
+    const named = STATIC_INDEX.names.get(name) ?? 0;
+    parts.push(integer(named, 4, 0));
+    if (named === 0) parts.push(literal(name));
     parts.push(literal(value));
   }
   return Buffer.concat(parts);
@@ -238,4 +238,15 @@ const HUFFMAN_TREE = (() => {
   for (let symbol = 0; symbol < 256; symbol++) add(symbol, HUFFMAN_CODES[symbol]!, HUFFMAN_LENGTHS[symbol]!);
   add(256, 0x3fffffff, 30);
   return tree;
+})();
+
+/** The static table's indices by field and by name (the first entry of each name), for encoding. */
+const STATIC_INDEX = (() => {
+  const fields = new Map<string, number>();
+  const names = new Map<string, number>();
+  STATIC_TABLE.forEach(([name, value], at) => {
+    fields.set(`${name}: ${value}`, at + 1);
+    if (!names.has(name)) names.set(name, at + 1);
+  });
+  return { fields, names };
 })();

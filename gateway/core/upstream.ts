@@ -45,7 +45,6 @@ export class CoreConnection {
   private session: CoreSession | undefined;
   private connecting: Promise<CoreSession> | undefined;
   private closed = false;
-  private readonly openCalls = new WeakMap<CoreSession, number>();
   private readonly endpointOf = new WeakMap<CoreSession, string>();
 
   constructor(endpoints: readonly string[], tls: CoreTls, log: Logger) {
@@ -63,10 +62,7 @@ export class CoreConnection {
     // dial the same member again (a frozen one would hold the dial for CONNECT_TIMEOUT_MS).
     if (this.session && !this.usable(this.session)) this.retire(this.session, "closed");
     const session = this.usable(this.session) ? this.session! : await this.connect();
-    const stream = session.request(path, Object.entries(headers));
-    this.openCalls.set(session, (this.openCalls.get(session) ?? 0) + 1);
-    stream.once("close", () => this.openCalls.set(session, this.openCalls.get(session)! - 1));
-    return stream;
+    return session.request(path, Object.entries(headers));
   }
 
   /**
@@ -208,7 +204,7 @@ export class CoreConnection {
       if (!session.destroyed) session.destroy(new Error(why));
     };
     const pinger = setInterval(() => {
-      if (session.closed || session.destroyed || !this.openCalls.get(session)) return;
+      if (session.closed || session.openStreams === 0) return;
       const timeout = setTimeout(() => fail(`no ping answer within ${PING_TIMEOUT_MS} ms`), PING_TIMEOUT_MS);
       session.ping((error) => {
         clearTimeout(timeout);
