@@ -42,7 +42,6 @@ export interface SessionOptions {
 export class CoreStream extends EventEmitter {
   id = 0;
   closed = false;
-  readableEnded = false;
   private readonly session: CoreSession;
   /** Bytes to send, and whether the tenant's side ends after them. */
   readonly pending: Buffer[] = [];
@@ -467,8 +466,7 @@ export class CoreSession extends EventEmitter {
   }
 
   private ended(stream: CoreStream): void {
-    if (stream.closed || stream.readableEnded) return;
-    stream.readableEnded = true;
+    if (stream.closed) return;
     stream.emit("end");
     // Core etcd answered in full: a side still sending is cut (gRPC's server ends with its status).
     if (!stream.endSent) this.reset(stream, NO_ERROR);

@@ -3,7 +3,7 @@
 // in full (Go's encoder indexes and Huffman-codes), one decoder per connection, every block in
 // the order it arrived.
 
-export class HpackError extends Error {}
+class HpackError extends Error {}
 
 /** Fields a client sends as it sends them: names in lower case, no dynamic table, no Huffman. */
 export function encodeHeaders(fields: readonly (readonly [string, string])[]): Buffer {
