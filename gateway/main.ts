@@ -2,8 +2,6 @@
 // serve the tenant's mTLS gRPC endpoint and the plain-HTTP health port, reload certificates as the
 // mounted files change, and on SIGTERM fail readiness, end watch streams (clients move to another
 // replica) and let unary calls in flight finish.
-import http2, { type Http2Session } from "node:http2";
-import type { TLSSocket } from "node:tls";
 import { SERVED_METHODS } from "./api/served.ts";
 import { createLogger } from "./log.ts";
 import { ConfigError, describeConfig, parseFlags, type GatewayConfig } from "./shell/config.ts";
@@ -18,13 +16,11 @@ import { Proxy } from "./calls/proxy.ts";
 import { Quota } from "./tenant/quota.ts";
 import { loadSide, watchMaterial } from "./shell/tls.ts";
 import { startMemoryReducer } from "./shell/memory-reducer.ts";
+import { TenantServer } from "./shell/tenant-server.ts";
 import { CoreConnection } from "./core/upstream.ts";
 import { TenantUsage } from "./tenant/usage.ts";
 
 const SHUTDOWN_GRACE_MS = 10_000;
-// etcd puts no limit on concurrent streams; an API server multiplexes its calls on few connections.
-const MAX_CONCURRENT_STREAMS = 1_000;
-const STREAM_WINDOW = 4 * 1024 * 1024;
 
 function configure(): { config: GatewayConfig; serving: ReturnType<typeof loadSide>; core: ReturnType<typeof loadSide> } {
   try {
@@ -59,52 +55,24 @@ metrics.held(() => ctx.openWatches.count, () => ctx.heldLeases.size);
 const proxy = new Proxy(SERVED_METHODS, ctx, core, metrics, log, quota);
 const state: HealthState = { serving: true, usage };
 
-const server = http2.createSecureServer({
-  ...serving,
-  // The certificate is checked here, not in the handshake, so that a client without one hears why.
-  requestCert: true,
-  rejectUnauthorized: false,
-  minVersion: "TLSv1.2",
-  settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, initialWindowSize: STREAM_WINDOW },
-  maxSessionMemory: 64,
-});
-const sessions = new Set<Http2Session>();
-server.on("session", (session) => {
-  sessions.add(session);
-  session.on("close", () => sessions.delete(session));
-  session.on("error", () => {}); // a tenant's broken connection is its own affair
-});
-server.on("stream", (stream, headers) => {
-  stream.on("error", () => {});
-  const socket = stream.session?.socket as TLSSocket | undefined;
-  if (!socket?.authorized) {
-    // OpenSSL reports a missing certificate as UNABLE_TO_GET_ISSUER_CERT too; an empty peer certificate tells them apart.
-    const presented = Object.keys(socket?.getPeerCertificate() ?? {}).length > 0;
-    endWithStatus(stream, Status.UNAUTHENTICATED, `etcdstorage gateway: a client certificate issued by this tenant's client CA is required (${presented ? socket?.authorizationError : "none presented"})`);
+const server = new TenantServer(serving, (stream, headers, refusal) => {
+  if (refusal) {
+    endWithStatus(stream, Status.UNAUTHENTICATED, `etcdstorage gateway: ${refusal}`);
     // Counted as any call is (a method not served under one label): an API server whose certificate went wrong shows on /metrics.
     const path = String(headers[":path"]);
     metrics.call(SERVED_METHODS.has(path) ? path : "unimplemented", Status.UNAUTHENTICATED, 0);
     return;
   }
-  if (headers[":method"] !== "POST" || !String(headers["content-type"] ?? "").startsWith("application/grpc")) {
-    stream.respond({ ":status": 415 }, { endStream: true });
-    return;
-  }
   proxy.handle(stream, headers);
-});
-// Small gRPC frames go out at once: Nagle's algorithm would hold them for the peer's ACK.
-server.on("secureConnection", (socket) => socket.setNoDelay(true));
-server.on("tlsClientError", (error) => log.debug({ err: error.message }, "TLS handshake failed"));
+}, log);
+const sessions = server.sessions;
 
 const stopWatching = watchMaterial(config, { serving, core: coreTls }, (side, material) => {
-  if (side === "serving") server.setSecureContext({ ...material });
+  if (side === "serving") server.setSecureContext(material);
   else core.reload(material);
 }, log);
 
-await new Promise<void>((resolve, reject) => {
-  server.once("error", reject);
-  server.listen(config.listen.port, config.listen.host, () => resolve());
-}).catch((error: NodeJS.ErrnoException) => {
+await server.listen(config.listen.port, config.listen.host).catch((error: NodeJS.ErrnoException) => {
   process.stderr.write(`invalid configuration: --listen-address: cannot listen on ${config.listen.host}:${config.listen.port} (${error.code ?? error.message})\n`);
   process.exit(2);
 });
@@ -125,12 +93,9 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
     state.serving = false;
     stopWatching();
     usage.stop();
-    server.close();
     proxy.endStreams();
-    for (const session of sessions) session.close();
-    const deadline = setTimeout(() => {
-      for (const session of sessions) session.destroy();
-    }, SHUTDOWN_GRACE_MS);
+    server.close();
+    const deadline = setTimeout(() => server.destroy(), SHUTDOWN_GRACE_MS);
     const finish = () => {
       clearTimeout(deadline);
       core.close();

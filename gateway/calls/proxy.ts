@@ -1,16 +1,15 @@
 // Calls from the tenant to core etcd: each served method translates its requests and answers
 // (api/: kv.ts, watch.ts, lease.ts, maintenance.ts); this module carries them. Keyed requests pass
 // assertConfined (keys.ts) right before they are sent: nothing outside the prefix leaves.
-import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { Logger } from "../log.ts";
 import { giveBack } from "../wire/buffers.ts";
-import { GrpcError, MessageDecoder, Status, decodeGrpcMessage, endWithStatus, responseHeaders, sendUnary, validTimeout, writeFrame } from "../wire/grpc.ts";
+import { GrpcError, MessageDecoder, RESPONSE_HEADERS, Status, decodeGrpcMessage, endWithStatus, sendUnary, validTimeout, writeFrame } from "../wire/grpc.ts";
 import { assertConfined, OutsidePrefix } from "../keys.ts";
 import type { CallContext, Method, StreamMethod, UnaryMethod } from "./method.ts";
 import type { Quota, Reservation, Writes } from "../tenant/quota.ts";
 import { ReadBudget } from "../tenant/reads.ts";
 import { answerDecoder, unreachable, type CallHeaders, type CoreAnswer, type CoreConnection } from "../core/upstream.ts";
-import type { CoreStream, HeaderFields } from "../core/h2.ts";
+import type { H2Stream, HeaderFields } from "../wire/h2.ts";
 import { answerRevision } from "../tenant/usage.ts";
 import { MalformedMessage } from "../wire/protobuf.ts";
 
@@ -44,7 +43,7 @@ export class Proxy {
   }
 
   /** One tenant call, already authenticated. */
-  handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+  handle(stream: H2Stream, headers: HeaderFields): void {
     const path = String(headers[":path"] ?? "");
     const method = this.methods.get(path);
     const started = performance.now();
@@ -70,7 +69,7 @@ export class Proxy {
     for (const end of [...this.streams]) end();
   }
 
-  private async unary(stream: ServerHttp2Stream, path: string, method: UnaryMethod<unknown>, headers: CallHeaders): Promise<number> {
+  private async unary(stream: H2Stream, path: string, method: UnaryMethod<unknown>, headers: CallHeaders): Promise<number> {
     const reply = (code: number, message: string) => {
       endWithStatus(stream, code, message);
       return code;
@@ -132,7 +131,7 @@ export class Proxy {
     }
   }
 
-  private bidirectional(stream: ServerHttp2Stream, path: string, method: StreamMethod, headers: CallHeaders, done: (code: number) => void): void {
+  private bidirectional(stream: H2Stream, path: string, method: StreamMethod, headers: CallHeaders, done: (code: number) => void): void {
     const { maxOpenStreams } = this.ctx.limits;
     if (this.streams.size >= maxOpenStreams) {
       this.ctx.boundReached("open_streams");
@@ -140,11 +139,11 @@ export class Proxy {
       done(Status.RESOURCE_EXHAUSTED);
       return;
     }
-    let upstream: CoreStream | undefined;
+    let upstream: H2Stream | undefined;
     let finished = false;
     // Sent once core etcd answered the stream, or before an answer of the gateway's own (a refused watch).
     const respond = () => {
-      if (!stream.headersSent && !stream.closed) stream.respond(responseHeaders(), { waitForTrailers: true });
+      if (!stream.headersSent && !stream.closed) stream.respond(RESPONSE_HEADERS);
     };
     const translator = method.open(this.ctx, (framed) => {
       if (finished) return;
@@ -235,7 +234,6 @@ export class Proxy {
       if (!held.rate) pump();
     });
     stream.on("close", () => end(Status.CANCELLED, "the client closed the stream"));
-    stream.on("error", () => {}); // 'close' follows
 
     this.core.open(path, headers).then(
       (opened) => {
@@ -286,7 +284,7 @@ export class Proxy {
 const END_OF_REQUESTS = Buffer.alloc(0);
 
 /** The one message of a unary call. */
-function readSingleMessage(stream: ServerHttp2Stream, decoder: MessageDecoder): Promise<Buffer> {
+function readSingleMessage(stream: H2Stream, decoder: MessageDecoder): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const messages: Buffer[] = [];
     const refusal = (truncated: boolean) => new GrpcError(Status.INVALID_ARGUMENT, `etcdstorage gateway: a unary call carries exactly one message, got ${messages.length}${truncated ? " and a truncated one" : ""}`);
@@ -298,7 +296,6 @@ function readSingleMessage(stream: ServerHttp2Stream, decoder: MessageDecoder): 
       } catch (error) {
         reject(error);
         stream.removeAllListeners("data");
-        stream.resume();
       }
     });
     stream.once("end", () => {
@@ -307,7 +304,7 @@ function readSingleMessage(stream: ServerHttp2Stream, decoder: MessageDecoder): 
     });
     // Settled already on a normal end; only a stream closed before its end is a cancel.
     stream.once("close", () => {
-      if (!stream.readableEnded) reject(new GrpcError(Status.CANCELLED, "the client closed the stream"));
+      if (!stream.remoteEnded) reject(new GrpcError(Status.CANCELLED, "the client closed the stream"));
     });
   });
 }

@@ -6,7 +6,8 @@ import type { EventEmitter } from "node:events";
 import { isIP } from "node:net";
 import type { Logger } from "../log.ts";
 import { GrpcError, MessageDecoder, Status, decodeGrpcMessage } from "../wire/grpc.ts";
-import { connectSession, type CoreSession, type CoreStream, type HeaderFields } from "./h2.ts";
+import type { H2Session, H2Stream, HeaderFields } from "../wire/h2.ts";
+import { callHeaderBlock, connectSession } from "./connect.ts";
 
 /** Headers a call adds to the ones every gRPC call carries (grpc-timeout, hasleader). */
 export type CallHeaders = Record<string, string>;
@@ -42,10 +43,11 @@ export class CoreConnection {
   private tls: CoreTls;
   /** The endpoint the next dial starts with. */
   private next: number;
-  private session: CoreSession | undefined;
-  private connecting: Promise<CoreSession> | undefined;
+  private session: H2Session | undefined;
+  private connecting: Promise<H2Session> | undefined;
   private closed = false;
-  private readonly endpointOf = new WeakMap<CoreSession, string>();
+  /** Each session's endpoint, and its host as calls name it (:authority). */
+  private readonly endpointOf = new WeakMap<H2Session, { endpoint: string; authority: string }>();
 
   constructor(endpoints: readonly string[], tls: CoreTls, log: Logger) {
     this.endpoints = endpoints;
@@ -57,12 +59,12 @@ export class CoreConnection {
   }
 
   /** Opens a call on core etcd. Throws GrpcError(UNAVAILABLE) when no endpoint can be reached. */
-  async open(path: string, headers: CallHeaders): Promise<CoreStream> {
+  async open(path: string, headers: CallHeaders): Promise<H2Stream> {
     // Closed or destroyed before its 'close' event came: retired now, so that this call does not
     // dial the same member again (a frozen one would hold the dial for CONNECT_TIMEOUT_MS).
     if (this.session && !this.usable(this.session)) this.retire(this.session, "closed");
     const session = this.usable(this.session) ? this.session! : await this.connect();
-    return session.request(path, Object.entries(headers));
+    return session.request(callHeaderBlock(this.endpointOf.get(session)!.authority, path, Object.entries(headers)));
   }
 
   /**
@@ -70,7 +72,7 @@ export class CoreConnection {
    * 'close' (the tenant went away) cancels it.
    */
   async call(path: string, headers: CallHeaders, framed: Buffer, maxAnswerBytes: number, caller?: EventEmitter): Promise<CoreAnswer> {
-    let upstream: CoreStream;
+    let upstream: H2Stream;
     try {
       upstream = await this.open(path, headers);
     } catch (error) {
@@ -136,7 +138,7 @@ export class CoreConnection {
 
   /** Which endpoint the current session talks to (for logs and tests). */
   get endpoint(): string | undefined {
-    return this.session && this.usable(this.session) ? this.endpointOf.get(this.session) : undefined;
+    return this.session && this.usable(this.session) ? this.endpointOf.get(this.session)?.endpoint : undefined;
   }
 
   close(): void {
@@ -144,16 +146,16 @@ export class CoreConnection {
     this.session?.close();
   }
 
-  private usable(session: CoreSession | undefined): boolean {
+  private usable(session: H2Session | undefined): boolean {
     return session !== undefined && session.usable;
   }
 
-  private connect(): Promise<CoreSession> {
+  private connect(): Promise<H2Session> {
     this.connecting ??= this.tryEndpoints().finally(() => (this.connecting = undefined));
     return this.connecting;
   }
 
-  private async tryEndpoints(): Promise<CoreSession> {
+  private async tryEndpoints(): Promise<H2Session> {
     if (this.closed) throw new GrpcError(Status.UNAVAILABLE, "the gateway is shutting down");
     const failures: string[] = [];
     for (let attempt = 0; attempt < this.endpoints.length; attempt++) {
@@ -172,26 +174,26 @@ export class CoreConnection {
     throw new GrpcError(Status.UNAVAILABLE, `no core etcd endpoint is reachable (${failures.join("; ")})`);
   }
 
-  private async dial(endpoint: string): Promise<CoreSession> {
+  private async dial(endpoint: string): Promise<H2Session> {
     const url = new URL(endpoint);
     const { ca, cert, key } = this.tls;
     const options = { host: url.hostname, port: Number(url.port || 443), servername: isIP(url.hostname) ? undefined : url.hostname, ca, cert, key };
-    const session = await connectSession(options, url.host, { streamWindow: STREAM_WINDOW, sessionWindow: SESSION_WINDOW }, CONNECT_TIMEOUT_MS);
-    this.endpointOf.set(session, endpoint);
+    const session = await connectSession(options, { streamWindow: STREAM_WINDOW, sessionWindow: SESSION_WINDOW, peer: "core etcd" }, CONNECT_TIMEOUT_MS);
+    this.endpointOf.set(session, { endpoint, authority: url.host });
     this.watchHealth(session);
     return session;
   }
 
   /** The session failed: the next dial starts with the next endpoint. */
-  private retire(session: CoreSession, why: string): void {
+  private retire(session: H2Session, why: string): void {
     if (this.session !== session) return;
     this.session = undefined;
-    const endpoint = this.endpointOf.get(session);
+    const endpoint = this.endpointOf.get(session)?.endpoint;
     this.next = (this.endpoints.indexOf(endpoint!) + 1) % this.endpoints.length;
     if (!this.closed) this.log.warn({ endpoint, why }, "core etcd session lost; calls go to the next endpoint");
   }
 
-  private watchHealth(session: CoreSession): void {
+  private watchHealth(session: H2Session): void {
     const retire = (why: string) => this.retire(session, why);
     session.on("goaway", () => retire("GOAWAY"));
     session.on("close", (error?: Error) => {

@@ -23,7 +23,7 @@ import type { Logger } from "../log.ts";
 import { frame, frameWriter } from "../wire/grpc.ts";
 import { assertConfined, KEYED_REQUESTS, type TenantKeyspace } from "../keys.ts";
 import { answerDecoder, type CoreConnection } from "../core/upstream.ts";
-import type { CoreStream } from "../core/h2.ts";
+import type { H2Stream } from "../wire/h2.ts";
 import { LENGTH_DELIMITED, Reader, VARINT } from "../wire/protobuf.ts";
 
 const PAGE = 1000;
@@ -53,7 +53,7 @@ export class TenantUsage {
   private confirming: Promise<boolean> | undefined;
   /** When the next fallback read may be sent. */
   private nextReadAt = -Infinity;
-  private stream: CoreStream | undefined;
+  private stream: H2Stream | undefined;
   private stopped = false;
   /** Whether core etcd's version answers progress requests safely (Status, read before each watch). */
   private progressAnswered = false;

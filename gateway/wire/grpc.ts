@@ -1,7 +1,9 @@
-// gRPC over node:http2, the little of it a proxy needs: length-prefixed messages, statuses in
-// trailers, and the status codes (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md).
-import { constants, type ServerHttp2Stream } from "node:http2";
-import { giveBack, takeBuffer } from "./buffers.ts";
+// gRPC over the gateway's HTTP/2 (h2.ts), the little of it a proxy needs: length-prefixed
+// messages, statuses in trailers, and the status codes
+// (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md).
+import { takeBuffer } from "./buffers.ts";
+import { ErrorCode, type H2Stream } from "./h2.ts";
+import { encodeHeaders } from "./hpack.ts";
 import { Writer } from "./protobuf.ts";
 
 export const Status = {
@@ -48,12 +50,17 @@ export function frame(writer: Writer): Buffer {
 /**
  * Splits a stream of DATA chunks into messages. A message longer than `maxMessageBytes` fails
  * before it is buffered; compressed messages are refused (the gateway advertises identity only).
+ * Chunks may be views of a socket's read buffer (h2.ts): each message is copied once, straight
+ * into a buffer of its own (from the pool: a page of a list spans several DATA frames).
  */
 export class MessageDecoder {
   private readonly maxMessageBytes: number;
   private readonly tooLarge: (length: number, max: number) => GrpcError;
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  private readonly header = Buffer.alloc(FRAME_HEADER);
+  private headerFill = 0;
+  /** The message being received, and how much of it came. */
+  private message: Buffer | undefined;
+  private messageFill = 0;
 
   constructor(maxMessageBytes: number, tooLarge: (length: number, max: number) => GrpcError) {
     this.maxMessageBytes = maxMessageBytes;
@@ -62,49 +69,34 @@ export class MessageDecoder {
 
   /** The complete messages this chunk finishes, in order. Throws GrpcError. */
   push(chunk: Buffer): Buffer[] {
-    this.pending.push(chunk);
-    this.pendingBytes += chunk.length;
     const messages: Buffer[] = [];
-    for (;;) {
-      if (this.pendingBytes < FRAME_HEADER) return messages;
-      const head = this.peek(FRAME_HEADER);
-      if (head[0] !== 0) throw new GrpcError(Status.UNIMPLEMENTED, "compressed messages are not supported (grpc-accept-encoding: identity)");
-      const length = head.readUInt32BE(1);
-      if (length > this.maxMessageBytes) throw this.tooLarge(length, this.maxMessageBytes);
-      if (this.pendingBytes < FRAME_HEADER + length) return messages;
-      const whole = this.take(FRAME_HEADER + length);
-      messages.push(whole.subarray(FRAME_HEADER));
+    let at = 0;
+    while (at < chunk.length) {
+      if (!this.message) {
+        const n = Math.min(FRAME_HEADER - this.headerFill, chunk.length - at);
+        chunk.copy(this.header, this.headerFill, at, (at += n));
+        this.headerFill += n;
+        if (this.headerFill < FRAME_HEADER) return messages;
+        this.headerFill = 0;
+        if (this.header[0] !== 0) throw new GrpcError(Status.UNIMPLEMENTED, "compressed messages are not supported (grpc-accept-encoding: identity)");
+        const length = this.header.readUInt32BE(1);
+        if (length > this.maxMessageBytes) throw this.tooLarge(length, this.maxMessageBytes);
+        this.message = takeBuffer(length).subarray(0, length);
+        this.messageFill = 0;
+      }
+      const n = Math.min(this.message.length - this.messageFill, chunk.length - at);
+      chunk.copy(this.message, this.messageFill, at, (at += n));
+      this.messageFill += n;
+      if (this.messageFill < this.message.length) return messages;
+      messages.push(this.message);
+      this.message = undefined;
     }
+    return messages;
   }
 
   /** Whether a message was cut off by the end of the stream. */
   get hasPartialMessage(): boolean {
-    return this.pendingBytes > 0;
-  }
-
-  private peek(n: number): Buffer {
-    if (this.pending[0]!.length < n) this.join();
-    return this.pending[0]!;
-  }
-
-  private take(n: number): Buffer {
-    if (this.pending[0]!.length < n) this.join();
-    const first = this.pending[0]!;
-    this.pendingBytes -= n;
-    if (first.length === n) {
-      this.pending.shift();
-      return first;
-    }
-    this.pending[0] = first.subarray(n);
-    return first.subarray(0, n);
-  }
-
-  /** The pending chunks as one buffer (from the pool: a page of a list spans several DATA frames). */
-  private join(): void {
-    const whole = takeBuffer(this.pendingBytes);
-    let at = 0;
-    for (const chunk of this.pending) at += chunk.copy(whole, at);
-    this.pending = [whole.subarray(0, at)];
+    return this.headerFill > 0 || this.message !== undefined;
   }
 }
 
@@ -122,54 +114,41 @@ export function decodeGrpcMessage(value: string | undefined): string {
   }
 }
 
-/**
- * The response headers of a call, with `more` after them, as a fresh raw list (Node takes it as it
- * is, and adds its date to it): an object is copied into a dictionary and checked key by key at
- * every call, about 5% of the gateway's CPU per create in a profile.
- */
-export function responseHeaders(...more: string[]): string[] {
-  return [":status", "200", "content-type", "application/grpc", "grpc-accept-encoding", "identity", ...more];
-}
+const RESPONSE_FIELDS: [string, string][] = [[":status", "200"], ["content-type", "application/grpc"], ["grpc-accept-encoding", "identity"]];
+/** The response headers of every call, encoded once. */
+export const RESPONSE_HEADERS = encodeHeaders(RESPONSE_FIELDS);
+const OK_TRAILERS = encodeHeaders([["grpc-status", "0"]]);
 
 /**
  * Ends a call with a status: trailers-only when nothing was sent yet, trailers otherwise. Safe to
  * call on a stream that is already closed.
  */
-export function endWithStatus(stream: ServerHttp2Stream, code: number, message: string): void {
-  if (stream.closed || stream.destroyed) return;
-  const status = { "grpc-status": String(code), ...(message ? { "grpc-message": encodeGrpcMessage(message) } : {}) };
+export function endWithStatus(stream: H2Stream, code: number, message: string): void {
+  if (stream.closed) return;
+  const status: [string, string][] = [["grpc-status", String(code)]];
+  if (message) status.push(["grpc-message", encodeGrpcMessage(message)]);
   if (!stream.headersSent) {
-    stream.respond(responseHeaders(...Object.entries(status).flat()), { endStream: true });
+    stream.respond(encodeHeaders([...RESPONSE_FIELDS, ...status]), true);
     // A tenant still sending is reset (RST_STREAM NO_ERROR, HTTP/2 §8.1, as grpc-go's servers do):
     // nothing more arrives. Not after trailers: Node's client (grpc-js) loses trailers a reset follows at once.
-    if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+    if (!stream.remoteEnded) stream.close(ErrorCode.NO_ERROR);
     return;
   }
-  if (stream.writableEnded) return;
-  stream.once("wantTrailers", () => stream.sendTrailers(status));
-  stream.end();
+  stream.end(undefined, encodeHeaders(status));
 }
 
 /** Answers a unary call with one message and status OK. */
-export function sendUnary(stream: ServerHttp2Stream, framed: Buffer): void {
-  if (stream.closed || stream.destroyed) return;
-  stream.respond(responseHeaders(), { waitForTrailers: true });
-  stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
+export function sendUnary(stream: H2Stream, framed: Buffer): void {
+  if (stream.closed) return;
+  stream.respond(RESPONSE_HEADERS);
   writeFrame(stream, framed);
-  stream.end();
+  stream.end(undefined, OK_TRAILERS);
 }
 
-/**
- * Writes a frame and gives its buffer back to the pool once http2 has written it. Only then:
- * until a write completes, http2 sends straight from the buffer.
- */
-export function writeFrame(stream: ServerHttp2Stream, framed: Buffer): boolean {
-  return stream.write(framed, (error) => {
-    if (!error) giveBack(framed);
-  });
+/** Writes a frame; its buffer goes back to the pool once it went out (false: it waits for a window). */
+export function writeFrame(stream: H2Stream, framed: Buffer): boolean {
+  return stream.write(framed, true);
 }
-
-const OK_TRAILERS = { "grpc-status": "0" } as const;
 
 // grpc-timeout: 1 to 8 digits and a unit (PROTOCOL-HTTP2.md). Forwarded as it came when valid.
 const GRPC_TIMEOUT = /^\d{1,8}[HMSmun]$/;

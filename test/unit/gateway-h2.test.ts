@@ -1,4 +1,4 @@
-// The gateway's HTTP/2 client (gateway/core/h2.ts, hpack.ts) against another implementation of
+// The gateway's HTTP/2 client (gateway/wire/h2.ts, hpack.ts; core/connect.ts) against another implementation of
 // the protocol: Node's HTTP/2 server (nghttp2), set to do what etcd's Go server may do and more:
 // Huffman-coded and indexed headers past the table's size, header blocks split into CONTINUATION
 // frames, padded frames, small windows both ways, few concurrent streams, resets, GOAWAY and
@@ -8,8 +8,9 @@ import { once } from "node:events";
 import http2, { constants, type ServerHttp2Stream } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { before, test } from "node:test";
-import { connectSession, type CoreSession, type CoreStream, type HeaderFields } from "../../gateway/core/h2.ts";
-import { HeaderDecoder, encodeHeaders, huffmanDecode } from "../../gateway/core/hpack.ts";
+import { callHeaderBlock, connectSession } from "../../gateway/core/connect.ts";
+import type { H2Session, H2Stream, HeaderFields } from "../../gateway/wire/h2.ts";
+import { HeaderDecoder, encodeHeaders, huffmanDecode } from "../../gateway/wire/hpack.ts";
 import { makeCorePki, type CorePki } from "../support/requests.ts";
 
 let pki: CorePki;
@@ -18,7 +19,7 @@ before(async () => {
 });
 
 interface Peer {
-  session(options?: { streamWindow?: number }): Promise<CoreSession>;
+  session(options?: { streamWindow?: number }): Promise<H2Session>;
   streams: ServerHttp2Stream[];
   /** The server's side of each connection. */
   serverSessions: http2.ServerHttp2Session[];
@@ -38,13 +39,13 @@ async function peer(settings: http2.Settings, onStream: (stream: ServerHttp2Stre
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   const { port } = server.address() as AddressInfo;
-  const sessions: CoreSession[] = [];
+  const sessions: H2Session[] = [];
   return {
     streams,
     serverSessions,
     async session(options = {}) {
       const windows = { streamWindow: options.streamWindow ?? 4 * 1024 * 1024, sessionWindow: 32 * 1024 * 1024 };
-      const session = await connectSession({ host: "127.0.0.1", port, ca: pki.ca.certPem }, `127.0.0.1:${port}`, windows, 3_000);
+      const session = await connectSession({ host: "127.0.0.1", port, ca: pki.ca.certPem }, { ...windows, peer: "the test's server" }, 3_000);
       sessions.push(session);
       return session;
     },
@@ -63,7 +64,7 @@ interface Outcome {
 }
 
 /** Everything a stream delivers until its 'close'. */
-function collect(stream: CoreStream): Promise<Outcome> {
+function collect(stream: H2Stream): Promise<Outcome> {
   const outcome: Outcome = { body: Buffer.alloc(0), ended: false };
   const chunks: Buffer[] = [];
   stream.on("response", (headers: HeaderFields) => (outcome.response = headers));
@@ -89,17 +90,17 @@ test("HPACK: RFC 7541's examples C.3 and C.4 decode, the dynamic table carried f
     huffman: ["828684418cf1e3c2e5f23a6ba0ab90f4ff", "828684be5886a8eb10649cbf", "828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf"],
   })) {
     const decoder = new HeaderDecoder();
-    const decoded = blocks.map((block) => decoder.decode(Buffer.from(block, "hex")));
+    const decoded = blocks.map((block) => decoder.decode(Buffer.from(block, "hex"), 64 * 1024));
     const first = { ":method": "GET", ":scheme": "http", ":path": "/", ":authority": "www.example.com" };
     assert.deepEqual(decoded, [first, { ...first, "cache-control": "no-cache" }, { ...first, ":scheme": "https", ":path": "/index.html", "custom-key": "custom-value" }], encoding);
   }
   // What the client sends decodes back to itself, names from the static table or literal.
   const fields: [string, string][] = [[":method", "POST"], [":path", "/etcdserverpb.KV/Range"], ["te", "trailers"], ["grpc-timeout", "5S"]];
-  assert.deepEqual(new HeaderDecoder().decode(encodeHeaders(fields)), Object.fromEntries(fields));
+  assert.deepEqual(new HeaderDecoder().decode(encodeHeaders(fields), 64 * 1024), Object.fromEntries(fields));
   // Padding must be a prefix of the end-of-string code: "a" is 00011, padded with ones.
   assert.equal(huffmanDecode(Buffer.from([0b00011111])), "a");
   assert.throws(() => huffmanDecode(Buffer.from([0b00011000])), /padding/);
-  assert.throws(() => new HeaderDecoder().decode(Buffer.from([0xff, 0x00])), /neither table/);
+  assert.throws(() => new HeaderDecoder().decode(Buffer.from([0xff, 0x00]), 64 * 1024), /neither table/);
 });
 
 test("headers past the table's size, split into CONTINUATION frames, and padded frames arrive intact", async (t) => {
@@ -112,7 +113,7 @@ test("headers past the table's size, split into CONTINUATION frames, and padded 
   t.after(() => server.close());
   const session = await server.session();
   for (let n = 0; n < 6; n++) {
-    const stream = session.request("/etcdserverpb.KV/Range", [["x-n", String(n)]]);
+    const stream = session.request(callHeaderBlock("127.0.0.1", "/etcdserverpb.KV/Range", [["x-n", String(n)]]));
     const outcome = collect(stream);
     stream.end(Buffer.from(`call ${n}`));
     const { response, trailers, body, ended } = await outcome;
@@ -133,7 +134,7 @@ test("flow control both ways: 3 MiB out through a 64 KiB window, 3 MiB back into
   const body = Buffer.alloc(3 * 1024 * 1024);
   for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff;
   const calls = [0, 1, 2].map(() => {
-    const stream = session.request("/echo", []);
+    const stream = session.request(callHeaderBlock("127.0.0.1", "/echo", []));
     const outcome = collect(stream);
     // Written in pieces: write() answers false while the window is closed, and 'drain' follows.
     let sent = 0;
@@ -173,18 +174,18 @@ test("at most the peer's MAX_CONCURRENT_STREAMS are open; the others wait and th
   t.after(() => server.close());
   const session = await server.session();
   // The peer's SETTINGS arrive with its first answer: one call makes sure they are in.
-  const first = session.request("/first", []);
+  const first = session.request(callHeaderBlock("127.0.0.1", "/first", []));
   const firstDone = collect(first);
   first.end();
   await firstDone;
   const outcomes = Array.from({ length: 8 }, (_, n) => {
-    const stream = session.request("/call", [["x-n", String(n)]]);
+    const stream = session.request(callHeaderBlock("127.0.0.1", "/call", [["x-n", String(n)]]));
     const outcome = collect(stream);
     stream.end(Buffer.from(String(n)));
     return outcome;
   });
   // A waiting stream holds what it is given: write() answers false, and 'drain' comes once it started.
-  const queued = session.request("/call", [["x-n", "8"]]);
+  const queued = session.request(callHeaderBlock("127.0.0.1", "/call", [["x-n", "8"]]));
   const queuedOutcome = collect(queued);
   assert.equal(queued.write(Buffer.from("8")), false);
   await once(queued, "drain");
@@ -203,7 +204,7 @@ test("a reset, GOAWAY and pings: a reset stream closes without 'end'; after GOAW
   });
   t.after(() => server.close());
   const session = await server.session();
-  const reset = session.request("/reset", []);
+  const reset = session.request(callHeaderBlock("127.0.0.1", "/reset", []));
   const resetOutcome = collect(reset);
   reset.end();
   const { ended, response } = await resetOutcome;
@@ -221,7 +222,7 @@ test("a reset, GOAWAY and pings: a reset stream closes without 'end'; after GOAW
   serverSession.goaway(constants.NGHTTP2_NO_ERROR, 1);
   await goaway;
   assert.equal(session.usable, false);
-  const refused = session.request("/after", []);
+  const refused = session.request(callHeaderBlock("127.0.0.1", "/after", []));
   const refusedOutcome = await collect(refused);
   assert.equal(refusedOutcome.response, undefined);
 });
@@ -232,7 +233,7 @@ test("the connection lost: open streams close without an answer, and the session
   const server = await peer({}, (stream) => arrive(stream));
   t.after(() => server.close());
   const session = await server.session();
-  const stream = session.request("/hang", []);
+  const stream = session.request(callHeaderBlock("127.0.0.1", "/hang", []));
   const outcome = collect(stream);
   stream.end();
   const closed = once(session, "close");

@@ -1,9 +1,8 @@
-// HPACK (RFC 7541) for the gateway's HTTP/2 client to core etcd (h2.ts). Header blocks are
-// encoded without the dynamic table, so that encoding keeps no state; etcd's answers are decoded
-// in full (Go's encoder indexes and Huffman-codes), one decoder per connection, every block in
-// the order it arrived.
+// HPACK (RFC 7541) for the gateway's HTTP/2 sessions (h2.ts). Header blocks are encoded without
+// the dynamic table, so that encoding keeps no state; the peer's are decoded in full (Go's encoder
+// indexes and Huffman-codes), one decoder per connection, every block in the order it arrived.
 
-class HpackError extends Error {}
+export class HpackError extends Error {}
 
 /** Fields a client sends as it sends them: names in lower case, no dynamic table, no Huffman. */
 export function encodeHeaders(fields: readonly (readonly [string, string])[]): Buffer {
@@ -53,19 +52,30 @@ export class HeaderDecoder {
     this.maxTableBytes = limitTableBytes;
   }
 
-  decode(block: Buffer): Record<string, string> {
+  /**
+   * The fields of one block. `maxListBytes` bounds the decoded list as RFC 9113 counts it (name,
+   * value and 32 per field), checked field by field: a small block that names a large table entry
+   * many times (an HPACK bomb) fails before it is built.
+   */
+  decode(block: Buffer, maxListBytes: number): Record<string, string> {
     this.block = block;
     this.at = 0;
     const fields: Record<string, string> = {};
+    let listBytes = 0;
+    const add = (name: string, value: string) => {
+      listBytes += name.length + value.length + 32;
+      if (listBytes > maxListBytes) throw new HpackError(`a header list of more than ${maxListBytes} bytes`);
+      fields[name] = value;
+    };
     while (this.at < block.length) {
       const first = block[this.at]!;
       if (first & 0x80) {
         const [name, value] = this.entry(this.integer(7));
-        fields[name] = value;
+        add(name, value);
       } else if (first & 0x40) {
         const [name, value] = this.literalField(6);
         this.insert(name, value);
-        fields[name] = value;
+        add(name, value);
       } else if (first & 0x20) {
         const size = this.integer(5);
         if (size > this.limitTableBytes) throw new HpackError(`dynamic table size ${size} exceeds the announced ${this.limitTableBytes}`);
@@ -74,7 +84,7 @@ export class HeaderDecoder {
       } else {
         // Without indexing (0000) or never indexed (0001): the same to a decoder.
         const [name, value] = this.literalField(4);
-        fields[name] = value;
+        add(name, value);
       }
     }
     return fields;
