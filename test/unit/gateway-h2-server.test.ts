@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { before, test } from "node:test";
+import { before, test, type TestContext } from "node:test";
 import tls, { type TLSSocket } from "node:tls";
 import { H2Session, type H2Stream, type HeaderFields, type SessionOptions } from "../../gateway/wire/h2.ts";
 import { HeaderDecoder, encodeHeaders } from "../../gateway/wire/hpack.ts";
@@ -183,6 +183,23 @@ function describe(f: Frame): string {
   }
   if (f.type === T.RST_STREAM) return `RST_STREAM(${f.id}, code ${f.payload.readUInt32BE(0)})`;
   return `${name}(${f.id}, flags ${f.flags}, ${f.payload.length} bytes)`;
+}
+
+/** A server and a hand-written client connected to it, both gone when the test ends. */
+async function rawPeer(t: TestContext, options: Partial<SessionOptions> = {}, handler: Handler = echo): Promise<{ server: TestServer; peer: RawPeer }> {
+  const server = await startServer(options, handler);
+  t.after(() => server.close());
+  const peer = await RawPeer.connect(server.port);
+  t.after(() => peer.destroy());
+  return { server, peer };
+}
+
+/** A SETTINGS payload that sets INITIAL_WINDOW_SIZE. */
+function initialWindowSetting(bytes: number): Buffer {
+  const setting = Buffer.alloc(6);
+  setting.writeUInt16BE(0x4, 0);
+  setting.writeUInt32BE(bytes, 2);
+  return setting;
 }
 
 class RawPeer {
@@ -410,10 +427,7 @@ test("a stream the server paused gets no more than its window until resume(); ot
 });
 
 test("graceful close: GOAWAY NO_ERROR names the last stream opened, calls in flight complete, a new one is refused, then the connection ends", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { server, peer } = await rawPeer(t);
   const session = await server.nextSession();
   peer.send(frame(T.HEADERS, F.END_HEADERS, 1, requestBlock("/one")), frame(T.DATA, 0, 1, Buffer.from("one")), frame(T.HEADERS, F.END_HEADERS, 3, requestBlock("/three")));
   await server.streamsSeen(session, 2);
@@ -440,13 +454,8 @@ test("graceful close: GOAWAY NO_ERROR names the last stream opened, calls in fli
 });
 
 test("the server keeps to the peer's stream window (its INITIAL_WINDOW_SIZE) and frame size, and sends the rest on WINDOW_UPDATE", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
-  const setting = Buffer.alloc(6);
-  setting.writeUInt16BE(0x4, 0);
-  setting.writeUInt32BE(1_000, 2);
+  const { peer } = await rawPeer(t);
+  const setting = initialWindowSetting(1_000);
   // Streams get 1000 bytes; the connection 10 MB more than its 65535: only the stream's window holds the answer.
   peer.send(frame(T.SETTINGS, 0, 0, setting), frame(T.WINDOW_UPDATE, 0, 0, u32(10_000_000)), frame(T.HEADERS, F.END_HEADERS | F.END_STREAM, 1, requestBlock("/big", [["x-answer-bytes", "100000"]])));
   await peer.waitFor("the first DATA", (f) => f.type === T.DATA && f.id === 1);
@@ -466,10 +475,7 @@ test("the server keeps to the peer's stream window (its INITIAL_WINDOW_SIZE) and
 // Bounds on what a peer may open and repeat.
 
 test("MAX_CONCURRENT_STREAMS is announced; a stream past it is refused with REFUSED_STREAM, the others are served", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { peer } = await rawPeer(t);
   const settings = parseSettings(await peer.waitFor("the server's SETTINGS", (f) => f.type === T.SETTINGS && (f.flags & F.ACK) === 0));
   assert.equal(settings.get(0x3), MAX_STREAMS, "MAX_CONCURRENT_STREAMS");
   assert.equal(settings.get(0x4), STREAM_WINDOW, "INITIAL_WINDOW_SIZE");
@@ -494,10 +500,7 @@ test("MAX_CONCURRENT_STREAMS is announced; a stream past it is refused with REFU
 });
 
 test("rapid reset (CVE-2023-44487): far more HEADERS+RST_STREAM pairs than the burst end in GOAWAY ENHANCE_YOUR_CALM", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { peer } = await rawPeer(t);
   const pairs: Buffer[] = [];
   for (let i = 0; i < 1_500; i++) pairs.push(frame(T.HEADERS, F.END_HEADERS, 2 * i + 1, requestBlock()), frame(T.RST_STREAM, 0, 2 * i + 1, u32(E.CANCEL)));
   peer.send(...pairs);
@@ -532,10 +535,7 @@ test("MadeYouReset (CVE-2025-8671): streams the peer makes the server reset (WIN
 });
 
 test("streams refused past MAX_CONCURRENT_STREAMS count as resets: a peer that keeps opening them gets GOAWAY ENHANCE_YOUR_CALM", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { peer } = await rawPeer(t);
   // MAX_STREAMS held open (no END_STREAM), then 1500 more, each refused.
   const frames: Buffer[] = [];
   for (let i = 0; i < MAX_STREAMS + 1_500; i++) frames.push(frame(T.HEADERS, F.END_HEADERS, 2 * i + 1, requestBlock()));
@@ -548,10 +548,7 @@ test("streams refused past MAX_CONCURRENT_STREAMS count as resets: a peer that k
 });
 
 test("rapid reset: 100 pairs, fewer than the burst, leave the connection serving", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { server, peer } = await rawPeer(t);
   const pairs: Buffer[] = [];
   for (let i = 0; i < 100; i++) pairs.push(frame(T.HEADERS, F.END_HEADERS, 2 * i + 1, requestBlock()), frame(T.RST_STREAM, 0, 2 * i + 1, u32(E.CANCEL)));
   peer.send(...pairs, frame(T.HEADERS, F.END_HEADERS, 201, requestBlock("/after")), frame(T.DATA, F.END_STREAM, 201, Buffer.from("still here")));
@@ -564,10 +561,7 @@ test("rapid reset: 100 pairs, fewer than the burst, leave the connection serving
 });
 
 test("CONTINUATION flood: a header block past 64 KiB ends in GOAWAY ENHANCE_YOUR_CALM", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { server, peer } = await rawPeer(t);
   // A literal whose value never ends: 16 KiB frames of it, END_HEADERS never set.
   const filler = Buffer.alloc(16_384, 0x61);
   const frames = [frame(T.HEADERS, 0, 1, filler)];
@@ -581,10 +575,7 @@ test("CONTINUATION flood: a header block past 64 KiB ends in GOAWAY ENHANCE_YOUR
 });
 
 test("CONTINUATION flood: more than 32 empty CONTINUATION frames end in GOAWAY ENHANCE_YOUR_CALM", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { peer } = await rawPeer(t);
   const frames = [frame(T.HEADERS, 0, 1, requestBlock())];
   for (let i = 0; i < 40; i++) frames.push(frame(T.CONTINUATION, 0, 1));
   peer.send(...frames);
@@ -595,10 +586,7 @@ test("CONTINUATION flood: more than 32 empty CONTINUATION frames end in GOAWAY E
 });
 
 test("a header block in a few CONTINUATION frames, within the bounds, is taken", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { peer } = await rawPeer(t);
   const block = requestBlock("/continued", [["x-long", "v".repeat(20_000)]]);
   peer.send(frame(T.HEADERS, 0, 1, block.subarray(0, 10_000)), frame(T.CONTINUATION, 0, 1, block.subarray(10_000, 10_010)), frame(T.CONTINUATION, F.END_HEADERS, 1, block.subarray(10_010)), frame(T.DATA, F.END_STREAM, 1, Buffer.from("x")));
   const { response, body } = await peer.answer(1);
@@ -607,10 +595,7 @@ test("a header block in a few CONTINUATION frames, within the bounds, is taken",
 });
 
 test("HPACK bomb: one 4000-byte table entry named 100 times ends in GOAWAY COMPRESSION_ERROR about the header list size", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { server, peer } = await rawPeer(t);
   const value = Buffer.alloc(4_000, 0x62);
   const name = Buffer.from("x-bomb", "latin1");
   // Literal with incremental indexing, new name (0x40), value length 4000 (7-bit prefix: 127, then 3873 = 0xa1 0x1e).
@@ -627,13 +612,8 @@ test("HPACK bomb: one 4000-byte table entry named 100 times ends in GOAWAY COMPR
 });
 
 test("SETTINGS flood: 200 SETTINGS frames at once end in GOAWAY ENHANCE_YOUR_CALM", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
-  const setting = Buffer.alloc(6);
-  setting.writeUInt16BE(0x4, 0);
-  setting.writeUInt32BE(100_000, 2);
+  const { peer } = await rawPeer(t);
+  const setting = initialWindowSetting(100_000);
   peer.send(...Array.from({ length: 200 }, () => frame(T.SETTINGS, 0, 0, setting)));
   const goaway = await peer.goaway();
   assert.equal(goaway.code, E.ENHANCE_YOUR_CALM, goaway.debug);
@@ -648,10 +628,7 @@ test("SETTINGS flood: 200 SETTINGS frames at once end in GOAWAY ENHANCE_YOUR_CAL
 // Flow control.
 
 test("flow control: DATA up to the stream window is taken, one byte beyond it ends in GOAWAY FLOW_CONTROL_ERROR", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { peer } = await rawPeer(t);
   // The handler pauses the stream: the server gives none of its window back.
   peer.send(frame(T.HEADERS, F.END_HEADERS, 1, requestBlock("/held", [["x-pause", "1"]])));
   const full = [16_384, 16_384, 16_384, 16_383];
@@ -668,10 +645,7 @@ test("flow control: DATA up to the stream window is taken, one byte beyond it en
 });
 
 test("flow control: WINDOW_UPDATE past 2^31-1 on the connection ends in GOAWAY FLOW_CONTROL_ERROR", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { peer } = await rawPeer(t);
   peer.send(frame(T.WINDOW_UPDATE, 0, 0, u32(2 ** 31 - 1)), frame(T.WINDOW_UPDATE, 0, 0, u32(2 ** 31 - 1)));
   const goaway = await peer.goaway();
   assert.equal(goaway.code, E.FLOW_CONTROL_ERROR, goaway.debug);
@@ -680,10 +654,7 @@ test("flow control: WINDOW_UPDATE past 2^31-1 on the connection ends in GOAWAY F
 
 test("flow control: DATA beyond the connection window (more than the streams' windows together) ends in GOAWAY FLOW_CONTROL_ERROR", async (t) => {
   // A session window smaller than what the paused streams could take: the connection's bound holds.
-  const server = await startServer({ sessionWindow: 100_000 });
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { peer } = await rawPeer(t, { sessionWindow: 100_000 });
   peer.send(frame(T.HEADERS, F.END_HEADERS, 1, requestBlock("/held", [["x-pause", "1"]])), frame(T.HEADERS, F.END_HEADERS, 3, requestBlock("/held", [["x-pause", "1"]])));
   const frames: Buffer[] = [];
   for (const id of [1, 3]) for (let i = 0; i < 3; i++) frames.push(frame(T.DATA, 0, id, Buffer.alloc(16_384)));
@@ -739,10 +710,7 @@ for (const { name, frames, code, debug } of [
 // PING.
 
 test("PING is answered with ACK and the same payload; a PING ACK from the peer is not answered", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { peer } = await rawPeer(t);
   const payload = Buffer.from("8 bytes!", "latin1");
   peer.send(frame(T.PING, F.ACK, 0, Buffer.from("unasked!", "latin1")), frame(T.PING, 0, 0, payload));
   const answer = await peer.waitFor("the PING ACK", (f) => f.type === T.PING);
@@ -761,10 +729,7 @@ test("PING is answered with ACK and the same payload; a PING ACK from the peer i
 });
 
 test("a peer that sends PINGs and never reads their answers is cut off", async (t) => {
-  const server = await startServer();
-  t.after(() => server.close());
-  const peer = await RawPeer.connect(server.port);
-  t.after(() => peer.destroy());
+  const { server, peer } = await rawPeer(t);
   const session = await server.nextSession();
   const closed = server.closed(session);
   let done = false;
