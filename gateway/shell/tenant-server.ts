@@ -44,8 +44,9 @@ export class TenantServer {
       this.sessions.add(session);
       session.on("close", (error?: Error) => {
         this.sessions.delete(session);
-        // A tenant's broken connection is its own affair; its protocol errors are worth a line.
-        if (error?.message.startsWith("HTTP/2 protocol error")) log.info({ err: error.message }, "tenant connection ended");
+        // A tenant's broken connection is its own affair; its protocol errors are worth a line
+        // (at debug level from a client without a good certificate: anyone who reaches the port).
+        if (error?.message.startsWith("HTTP/2 protocol error")) log[refusal ? "debug" : "info"]({ err: error.message }, "tenant connection ended");
       });
       session.on("stream", (stream: H2Stream, headers: HeaderFields) => {
         if (headers[":method"] !== "POST" || !String(headers["content-type"] ?? "").startsWith("application/grpc")) {
