@@ -748,7 +748,8 @@ export class H2Session extends EventEmitter {
 
   /** Frames made in one turn of the event loop go out in one write (one TLS record or few). */
   private queue(bytes: Buffer): void {
-    if (this.destroyed) return;
+    // Nothing goes out once this side ended the socket (after a GOAWAY, with no streams left).
+    if (this.destroyed || this.socket.writableEnded) return;
     this.out.push(bytes);
     if (!this.flushing) {
       this.flushing = true;
@@ -758,7 +759,7 @@ export class H2Session extends EventEmitter {
 
   private flush(): void {
     this.flushing = false;
-    if (this.out.length === 0 || this.destroyed) return;
+    if (this.out.length === 0 || this.destroyed || this.socket.writableEnded) return;
     // The frames are joined (copied) into a buffer from the pool that goes back once written; the
     // pooled buffers among them go back now. A fresh buffer per write (Buffer.concat) is external
     // memory to V8: under the bench's list load, GC took three times the CPU it takes now.
@@ -818,8 +819,8 @@ const EMPTY = Buffer.alloc(0);
 
 function unpad(flags: number, payload: Buffer): Buffer {
   if (!(flags & PADDED)) return payload;
-  const padding = payload[0]!;
-  if (padding >= payload.length) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "padding longer than its frame");
+  const padding = payload[0] ?? 0;
+  if (payload.length === 0 || padding >= payload.length) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "padding longer than its frame");
   return payload.subarray(1, payload.length - padding);
 }
 

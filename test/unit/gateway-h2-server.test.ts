@@ -5,6 +5,7 @@
 // reset, CONTINUATION floods, an HPACK bomb, SETTINGS and PING floods, flow-control and protocol
 // violations, a bad preface. Each hostile case expects the GOAWAY code RFC 9113 names for it.
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { once } from "node:events";
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import type { AddressInfo } from "node:net";
@@ -747,4 +748,49 @@ test("a peer that sends PINGs and never reads their answers is cut off", async (
   assert.match(String(error?.message), /acknowledgements unread|bytes unread/, `after ${sent} PINGs`);
   peer.socket.resume();
   await guard(peer.closed, "the peer's connection to close");
+});
+
+// ---------------------------------------------------------------------------------------------
+// Fuzzing: whatever frames a peer sends, the server either serves on or ends the connection for a
+// protocol error of the peer's. A bug of the server's own (a TypeError, a RangeError) also ends
+// the connection rather than the process (h2.ts catches it), so only this test would see it.
+
+const FUZZ_SEED = 20261202;
+const FUZZ_RUNS = 300;
+
+test(`fuzzed frames (fast-check, seed ${FUZZ_SEED}, ${FUZZ_RUNS} cases): the server ends a connection only for the peer's protocol errors, and serves on`, { timeout: 60_000 }, async (t) => {
+  const server = await startServer();
+  t.after(() => server.close());
+  const frameArbitrary = fc.record({
+    type: fc.oneof(fc.integer({ min: 0, max: 9 }), fc.constant(0xff)),
+    flags: fc.oneof(fc.constantFrom(0, F.END_STREAM, F.END_HEADERS, F.END_HEADERS | F.END_STREAM, 0x8, 0x20, 0x2c), fc.integer({ min: 0, max: 255 })),
+    id: fc.constantFrom(0, 1, 2, 3, 5, 7, 2 ** 31 - 1),
+    payload: fc.oneof(fc.uint8Array({ maxLength: 40 }).map((bytes) => Buffer.from(bytes)), fc.constant(requestBlock()), fc.constant(u32(0)), fc.constant(u32(2 ** 31 - 1)), fc.constant(Buffer.alloc(8))),
+  });
+  const allowed = /^HTTP\/2 protocol error from the test's client: |closed the connection$/;
+  let ended = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(frameArbitrary, { minLength: 1, maxLength: 12 }), async (frames) => {
+      const peer = await RawPeer.connect(server.port);
+      const session = await server.nextSession();
+      try {
+        peer.send(...frames.map((f) => frame(f.type, f.flags, f.id, f.payload)));
+        // A PING round trip, or the end of the connection: either way the server handled every frame.
+        await Promise.race([peer.roundTrip("fuzzdone"), peer.closed]).catch(() => peer.closed);
+        if (peer.isClosed || session.destroyed) {
+          ended++;
+          const error = await server.closed(session);
+          assert.match(String(error?.message), allowed, `frames ${JSON.stringify(frames.map((f) => ({ ...f, payload: f.payload.toString("hex") })))}`);
+        }
+      } finally {
+        peer.destroy();
+      }
+    }),
+    { seed: FUZZ_SEED, numRuns: FUZZ_RUNS },
+  );
+  assert.ok(ended > 0 && ended < FUZZ_RUNS, `${ended} of ${FUZZ_RUNS} connections ended: the cases cover both outcomes`);
+  const peer = await RawPeer.connect(server.port);
+  t.after(() => peer.destroy());
+  peer.send(frame(T.HEADERS, F.END_HEADERS | F.END_STREAM, 1, requestBlock("/after")));
+  assert.equal((await peer.answer(1)).response[":status"], "200");
 });
