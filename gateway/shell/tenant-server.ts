@@ -3,7 +3,7 @@
 // without a good one hears why (UNAUTHENTICATED) instead of a broken handshake.
 import tls, { type TLSSocket } from "node:tls";
 import type { Logger } from "../log.ts";
-import { ErrorCode, H2Session, type H2Stream, type HeaderFields } from "../wire/h2.ts";
+import { H2Session, PeerProtocolError, type H2Stream, type HeaderFields } from "../wire/h2.ts";
 import { encodeHeaders } from "../wire/hpack.ts";
 import type { KeyPairWithCa } from "./tls.ts";
 
@@ -46,12 +46,11 @@ export class TenantServer {
         this.sessions.delete(session);
         // A tenant's broken connection is its own affair; its protocol errors are worth a line
         // (at debug level from a client without a good certificate: anyone who reaches the port).
-        if (error?.message.startsWith("HTTP/2 protocol error")) log[refusal ? "debug" : "info"]({ err: error.message }, "tenant connection ended");
+        if (error instanceof PeerProtocolError) log[refusal ? "debug" : "info"]({ err: error.message }, "tenant connection ended");
       });
       session.on("stream", (stream: H2Stream, headers: HeaderFields) => {
         if (headers[":method"] !== "POST" || !String(headers["content-type"] ?? "").startsWith("application/grpc")) {
           stream.respond(NOT_GRPC, true);
-          if (!stream.remoteEnded) stream.close(ErrorCode.NO_ERROR);
           return;
         }
         onCall(stream, headers, refusal);

@@ -2,7 +2,7 @@
 // messages, statuses in trailers, and the status codes
 // (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md).
 import { takeBuffer } from "./buffers.ts";
-import { ErrorCode, type H2Stream } from "./h2.ts";
+import type { H2Stream } from "./h2.ts";
 import { encodeHeaders } from "./hpack.ts";
 import { Writer } from "./protobuf.ts";
 
@@ -127,13 +127,9 @@ export function endWithStatus(stream: H2Stream, code: number, message: string): 
   if (stream.closed) return;
   const status: [string, string][] = [["grpc-status", String(code)]];
   if (message) status.push(["grpc-message", encodeGrpcMessage(message)]);
-  if (!stream.headersSent) {
-    stream.respond(encodeHeaders([...RESPONSE_FIELDS, ...status]), true);
-    // A tenant still sending is reset (RST_STREAM NO_ERROR, HTTP/2 §8.1, as grpc-go's servers do):
-    // nothing more arrives. Not after trailers: Node's client (grpc-js) loses trailers a reset follows at once.
-    if (!stream.remoteEnded) stream.close(ErrorCode.NO_ERROR);
-    return;
-  }
+  // Trailers-only resets a tenant still sending (h2.ts). Not after trailers: Node's client
+  // (grpc-js) loses trailers a reset follows at once.
+  if (!stream.headersSent) return stream.respond(encodeHeaders([...RESPONSE_FIELDS, ...status]), true);
   stream.end(undefined, encodeHeaders(status));
 }
 

@@ -23,7 +23,7 @@ const END_HEADERS = 0x4;
 const PADDED = 0x8;
 const PRIORITY = 0x20;
 const Setting = { ENABLE_PUSH: 0x2, MAX_CONCURRENT_STREAMS: 0x3, INITIAL_WINDOW_SIZE: 0x4, MAX_FRAME_SIZE: 0x5, MAX_HEADER_LIST_SIZE: 0x6 } as const;
-export const ErrorCode = { NO_ERROR: 0x0, PROTOCOL_ERROR: 0x1, FLOW_CONTROL_ERROR: 0x3, FRAME_SIZE_ERROR: 0x6, REFUSED_STREAM: 0x7, CANCEL: 0x8, COMPRESSION_ERROR: 0x9, ENHANCE_YOUR_CALM: 0xb } as const;
+const ErrorCode = { NO_ERROR: 0x0, PROTOCOL_ERROR: 0x1, FLOW_CONTROL_ERROR: 0x3, FRAME_SIZE_ERROR: 0x6, REFUSED_STREAM: 0x7, CANCEL: 0x8, COMPRESSION_ERROR: 0x9, ENHANCE_YOUR_CALM: 0xb } as const;
 
 // Frames this side accepts: HTTP/2's default, announced by not changing it.
 const MAX_RECEIVED_FRAME = 16_384;
@@ -121,7 +121,11 @@ export class H2Stream extends EventEmitter {
     this.session.send(this);
   }
 
-  /** Server: sends the response's header block; `endStream` for a trailers-only answer. */
+  /**
+   * Server: sends the response's header block; `endStream` for a trailers-only answer, which also
+   * resets a peer still sending (RST_STREAM NO_ERROR, RFC 9113 8.1, as grpc-go's servers do):
+   * nothing more arrives.
+   */
   respond(block: Buffer, endStream = false): void {
     this.session.respond(this, block, endStream);
   }
@@ -191,7 +195,6 @@ export class H2Session extends EventEmitter {
   private readonly out: Buffer[] = [];
   private readonly sent: Buffer[] = [];
   private flushing = false;
-  private socketFull = false;
   private unsentAcks = 0;
   private readonly resets = new Bucket(RESET_BURST, RESETS_PER_SECOND);
   private readonly settingsFrames = new Bucket(SETTINGS_BURST, SETTINGS_PER_SECOND);
@@ -224,10 +227,14 @@ export class H2Session extends EventEmitter {
     socket.on("error", (error) => this.destroy(error));
     socket.on("close", () => this.destroy(new Error(`${options.peer} closed the connection`)));
     socket.on("drain", () => {
-      this.socketFull = false;
       this.unsentAcks = 0;
       for (const stream of [...this.blocked]) this.send(stream);
     });
+  }
+
+  /** Whether the socket holds a backlog: DATA waits for its 'drain'. */
+  private get backlogged(): boolean {
+    return this.socket.writableLength > SOCKET_BACKLOG;
   }
 
   /** Whether new streams may be opened (not after close(), GOAWAY or destroy()). */
@@ -300,7 +307,7 @@ export class H2Session extends EventEmitter {
     if (!stream.headersSent || stream.closed || stream.endSent) return;
     while (stream.pendingBytes > 0) {
       const size = Math.min(stream.pendingBytes, stream.sendWindow, this.sendWindow, this.peerMaxFrame);
-      if (size <= 0 || this.socketFull) {
+      if (size <= 0 || this.backlogged) {
         this.blocked.add(stream);
         return;
       }
@@ -335,6 +342,7 @@ export class H2Session extends EventEmitter {
     if (!endStream) return this.send(stream);
     stream.ending = stream.endSent = true;
     if (stream.remoteEnded) this.finish(stream);
+    else this.reset(stream, ErrorCode.NO_ERROR);
   }
 
   /** Resets a stream this side no longer wants. */
@@ -541,7 +549,7 @@ export class H2Session extends EventEmitter {
         const lastId = payload.readUInt32BE(0) & 0x7fffffff;
         this.closed = true;
         // Streams the peer never took are refused: a read among them may be sent again.
-        for (const stream of [...this.streams.values()]) if (stream.id > lastId && this.role === "client") this.finish(stream);
+        if (this.role === "client") for (const stream of [...this.streams.values()]) if (stream.id > lastId) this.finish(stream);
         for (const stream of this.waiting.splice(0)) this.finish(stream);
         this.emit("goaway");
         this.endIfIdle();
@@ -682,7 +690,7 @@ export class H2Session extends EventEmitter {
 
   /** A PING or SETTINGS acknowledgement; a peer that sends them faster than it reads the answers is cut off. */
   private acknowledgement(type: number, payload: Buffer): void {
-    if (this.socketFull && ++this.unsentAcks > MAX_UNSENT_ACKS) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, `more than ${MAX_UNSENT_ACKS} PING or SETTINGS acknowledgements unread`);
+    if (this.backlogged && ++this.unsentAcks > MAX_UNSENT_ACKS) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, `more than ${MAX_UNSENT_ACKS} PING or SETTINGS acknowledgements unread`);
     this.frame(type, ACK, 0, payload);
   }
 
@@ -690,7 +698,7 @@ export class H2Session extends EventEmitter {
   private fail(error: ConnectionError): void {
     if (this.destroyed) return;
     this.goaway(error.code, error.message);
-    this.destroy(new Error(`HTTP/2 protocol error from ${this.options.peer}: ${error.message}`), true);
+    this.destroy(new PeerProtocolError(`HTTP/2 protocol error from ${this.options.peer}: ${error.message}`), true);
   }
 
   private goaway(code: number, message: string): void {
@@ -761,23 +769,19 @@ export class H2Session extends EventEmitter {
     this.flushing = false;
     if (this.out.length === 0 || this.destroyed || this.socket.writableEnded) return;
     // The frames are joined (copied) into a buffer from the pool that goes back once written; the
-    // pooled buffers among them go back now. A fresh buffer per write (Buffer.concat) is external
+    // pooled buffers among them go back now. A peer that reads nothing at all is cut off. A fresh buffer per write (Buffer.concat) is external
     // memory to V8: under the bench's list load, GC took three times the CPU it takes now.
-    let bytes = this.out[0]!;
-    let written: (() => void) | undefined;
-    if (this.out.length > 1) {
+    if (this.out.length === 1) {
+      this.socket.write(this.out[0]!);
+    } else {
       let length = 0;
       for (const part of this.out) length += part.length;
       const joined = takeBuffer(length);
       let at = 0;
       for (const part of this.out) at += part.copy(joined, at);
-      bytes = joined.subarray(0, length);
-      written = () => giveBack(joined);
+      this.socket.write(joined.subarray(0, length), (error) => error || giveBack(joined));
     }
     this.out.length = 0;
-    // DATA waits while the socket holds a backlog ('drain' sends it); a peer that reads nothing at all is cut off.
-    this.socket.write(bytes, (error) => error || written?.());
-    this.socketFull = this.socket.writableLength > SOCKET_BACKLOG;
     for (const buffer of this.sent) giveBack(buffer);
     this.sent.length = 0;
     if (this.socket.writableLength > MAX_UNSENT_BYTES) this.destroy(new Error(`${this.options.peer} left more than ${MAX_UNSENT_BYTES} bytes unread`));
@@ -805,6 +809,9 @@ class Bucket {
     return true;
   }
 }
+
+/** Why a session ended ('close'): a protocol error of the peer's, not a failure of this side or the network. */
+export class PeerProtocolError extends Error {}
 
 /** An error of the peer's that ends the connection, with HTTP/2's code for it. */
 class ConnectionError extends Error {

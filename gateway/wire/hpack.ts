@@ -62,30 +62,28 @@ export class HeaderDecoder {
     this.at = 0;
     const fields: Record<string, string> = {};
     let listBytes = 0;
-    const add = (name: string, value: string) => {
-      listBytes += name.length + value.length + 32;
-      if (listBytes > maxListBytes) throw new HpackError(`a header list of more than ${maxListBytes} bytes`);
-      fields[name] = value;
-    };
     while (this.at < block.length) {
       const first = block[this.at]!;
+      let field: readonly [string, string];
       if (first & 0x80) {
-        const [name, value] = this.entry(this.integer(7));
-        add(name, value);
+        field = this.entry(this.integer(7));
       } else if (first & 0x40) {
-        const [name, value] = this.literalField(6);
-        this.insert(name, value);
-        add(name, value);
+        field = this.literalField(6);
+        this.insert(field[0], field[1]);
       } else if (first & 0x20) {
         const size = this.integer(5);
         if (size > this.limitTableBytes) throw new HpackError(`dynamic table size ${size} exceeds the announced ${this.limitTableBytes}`);
         this.maxTableBytes = size;
         this.evict(0);
+        continue;
       } else {
         // Without indexing (0000) or never indexed (0001): the same to a decoder.
-        const [name, value] = this.literalField(4);
-        add(name, value);
+        field = this.literalField(4);
       }
+      const [name, value] = field;
+      listBytes += name.length + value.length + 32;
+      if (listBytes > maxListBytes) throw new HpackError(`a header list of more than ${maxListBytes} bytes`);
+      fields[name] = value;
     }
     return fields;
   }
